@@ -1,0 +1,13 @@
+"""Tasks the package itself registers (names under ``tasks_q.``)."""
+
+from __future__ import annotations
+
+from .task import task
+
+
+@task(name="tasks_q.cleanup", ignore_result=True)
+def cleanup() -> int:
+    """Delete expired results in chunks (beat can schedule this daily)."""
+    from .cleanup import cleanup_expired
+
+    return cleanup_expired()

@@ -1,0 +1,1 @@
+"""Broker connections, producers and our kombu transports."""

@@ -1,0 +1,57 @@
+"""Worker liveness, persisted revokes and dead letters."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class WorkerHeartbeat(models.Model):
+    """A live worker consumer. ``owner`` is the id written on claimed rows."""
+
+    owner = models.CharField(max_length=255, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField(null=True, blank=True)
+    queues = models.JSONField(default=list)
+    concurrency = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(db_index=True)
+    stats = models.JSONField(default=dict)
+
+    class Meta:
+        db_table = "tasks_q_worker"
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
+class RevokedTask(models.Model):
+    task_id = models.CharField(max_length=255, unique=True)
+    terminate = models.BooleanField(default=False)
+    signal = models.CharField(max_length=20, blank=True, default="")
+    expires = models.DateTimeField(db_index=True)
+    date_created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "tasks_q_revoked"
+
+    def __str__(self) -> str:
+        return self.task_id
+
+
+class DeadLetter(models.Model):
+    """A message that could not be processed, kept for inspection and replay."""
+
+    task_id = models.CharField(max_length=255, null=True, blank=True, db_index=True)
+    task_name = models.CharField(max_length=255, null=True, blank=True)
+    queue = models.CharField(max_length=200, null=True, blank=True)
+    reason = models.CharField(max_length=100)
+    detail = models.TextField(blank=True, default="")
+    payload = models.JSONField()
+    date_created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "tasks_q_dead_letter"
+        ordering = ["-date_created"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} ({self.reason})"
