@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,18 @@ if TYPE_CHECKING:
     from .request import Request
     from .result import AsyncResult
     from .task import Task
+
+
+_origin_cache: tuple[int, str] | None = None
+
+
+def _origin() -> str:
+    """``gen<pid>@<host>``: the sender's node name, as Celery's producers put it."""
+    global _origin_cache
+    pid = os.getpid()
+    if _origin_cache is None or _origin_cache[0] != pid:
+        _origin_cache = (pid, f"gen{pid}@{socket.gethostname()}")
+    return _origin_cache[1]
 
 
 def _sig_dicts(value: Any) -> list[dict] | None:
@@ -90,7 +104,7 @@ def build_message(
         eta=eta_from(countdown, eta),
         expires=expires_from(expires),
         retries=retries,
-        timelimit=(soft_time_limit, time_limit),
+        timelimit=(time_limit, soft_time_limit),  # Celery's order: [hard, soft]
         origin=_origin(),
         ignore_result=bool(ignore_result),
         reply_to=reply_to,

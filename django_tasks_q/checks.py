@@ -38,9 +38,6 @@ def _check_broker(url: Any) -> list[checks.CheckMessage]:
         ]
     try:
         transport_for(url)
-    except ValueError as exc:
-        return [checks.Error(str(exc), id="tasks_q.E001")]
-    try:
         from kombu.utils.url import parse_url
 
         parse_url(url)
@@ -56,9 +53,13 @@ def _check_broker(url: Any) -> list[checks.CheckMessage]:
 def _check_result_backend(value: Any) -> list[checks.CheckMessage]:
     from django.conf import settings as django_settings
 
-    if value == "django-db" or value is None:
+    if value in ("django-db", "django", "db") or value is None:
         return []
-    if isinstance(value, str) and value.startswith(("redis://", "rediss://")):
+    if isinstance(value, str) and value.startswith(("redis://", "rediss://", "unix://", "memory://")):
+        return []
+    from .results.base import ResultStore
+
+    if isinstance(value, ResultStore):
         return []
     if isinstance(value, str) and value.startswith("cache://"):
         alias = value[len("cache://") :] or "default"
@@ -84,7 +85,7 @@ def _check_result_backend(value: Any) -> list[checks.CheckMessage]:
     return [
         checks.Error(
             f"TASKS_Q['RESULT_BACKEND'] {value!r} is not a known result store.",
-            hint="Use 'django-db' (default), 'cache://<alias>' or 'redis://host:port/db'.",
+            hint="Use 'django-db' (default), 'cache://<alias>', 'redis://host:port/db' or 'memory://' (tests).",
             id="tasks_q.E002",
         )
     ]
@@ -104,6 +105,14 @@ def _check_serializers(conf: dict[str, Any]) -> list[checks.CheckMessage]:
             )
         ]
     for name in list(accept) + [conf["TASK_SERIALIZER"], conf["RESULT_SERIALIZER"]]:
+        if not isinstance(name, str):
+            errors.append(
+                checks.Error(
+                    f"Serializer names in TASKS_Q must be strings like 'json', got {name!r}.",
+                    id="tasks_q.E003",
+                )
+            )
+            continue
         try:
             content_type_of(name) if "/" not in name else None
         except Exception as exc:
@@ -167,7 +176,9 @@ def _check_numbers(conf: dict[str, Any]) -> list[checks.CheckMessage]:
                     id="tasks_q.E005",
                 )
             )
-    if conf["HEARTBEAT_TIMEOUT"] <= conf["HEARTBEAT_INTERVAL"]:
+    timeout, interval = conf["HEARTBEAT_TIMEOUT"], conf["HEARTBEAT_INTERVAL"]
+    numbers = all(isinstance(v, int | float) for v in (timeout, interval))
+    if numbers and timeout <= interval:
         errors.append(
             checks.Error(
                 "TASKS_Q['HEARTBEAT_TIMEOUT'] must be larger than HEARTBEAT_INTERVAL, or live "

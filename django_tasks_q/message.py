@@ -77,6 +77,7 @@ class Message:
     eta: datetime | None = None
     expires: datetime | None = None
     retries: int = 0
+    #: ``(hard, soft)`` seconds, in Celery's order (``[time_limit, soft_time_limit]``)
     timelimit: tuple[float | None, float | None] = (None, None)
     argsrepr: str | None = None
     kwargsrepr: str | None = None
@@ -166,7 +167,9 @@ class Message:
         args, kwargs, embed = _split_body(body, headers["task"])
         timelimit = headers.get("timelimit") or (None, None)
         if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
-            raise InvalidMessage(f"Header 'timelimit' must be [soft, hard], got {timelimit!r}")
+            raise InvalidMessage(
+                f"Header 'timelimit' must be [hard, soft] (seconds or null), got {timelimit!r}"
+            )
         retries = headers.get("retries") or 0
         if not isinstance(retries, int):
             raise InvalidMessage(f"Header 'retries' must be an integer, got {retries!r}")

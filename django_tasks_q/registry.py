@@ -62,10 +62,10 @@ class TaskRegistry:
 
 
 def _origin(task: Task) -> str:
-    fun = getattr(task, "run", None)
-    module = getattr(fun, "__module__", None) or type(task).__module__
-    qualname = getattr(fun, "__qualname__", None) or type(task).__qualname__
-    return f"{module}.{qualname}"
+    # The decorated function, or the class of a class-based task (``run`` is a
+    # method of Task itself for every decorated function, so it cannot tell them apart).
+    source = getattr(task, "_fun", None) or type(task)
+    return f"{source.__module__}.{source.__qualname__}"
 
 
 def _same_origin(a: Task, b: Task) -> bool:

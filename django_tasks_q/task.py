@@ -13,7 +13,7 @@ from django.db import transaction
 from . import _state
 from .conf import settings
 from .exceptions import ImproperlyConfiguredTask, MaxRetriesExceededError, Retry
-from .message import Message, new_id
+from .message import new_id
 from .request import Request
 
 if TYPE_CHECKING:
@@ -46,6 +46,29 @@ _APPLY_OPTIONS = frozenset(
 )  # fmt: skip
 
 
+class _SettingDefault:
+    """A task attribute whose default is read from ``TASKS_Q`` on access, not at import.
+
+    A value set on the task (``@task(max_retries=5)``) or on a subclass
+    (``max_retries = 5``) wins; otherwise the current setting applies.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is not None and self.attr in obj.__dict__:
+            return obj.__dict__[self.attr]
+        return getattr(settings, self.key)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.attr] = value
+
+
 class Task(Generic[P, R]):
     """A task. Subclass it for shared behaviour; class attributes are defaults.
 
@@ -54,8 +77,8 @@ class Task(Generic[P, R]):
 
     name: str = ""
     typing: bool = True
-    max_retries: int | None = 3
-    default_retry_delay: float = 180
+    max_retries: int | None = _SettingDefault("MAX_RETRIES")  # type: ignore[assignment]
+    default_retry_delay: float = _SettingDefault("DEFAULT_RETRY_DELAY")  # type: ignore[assignment]
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
     retry_kwargs: dict[str, Any] = {}

@@ -53,6 +53,10 @@ class Publisher:
         policy = dict(settings.PUBLISH_RETRY_POLICY)
         policy.update(retry_policy or {})
         ex, q = self.entities(queue, _max_priority(queue))
+        properties = dict(encoded.properties)
+        if priority is None:
+            priority = properties.get("priority")
+        properties.pop("priority", None)  # passed once, as ``priority=``
         try:
             with self._pool.acquire(block=True) as producer:
                 declare = [q] if queue not in self._declared else []
@@ -68,7 +72,7 @@ class Publisher:
                     declare=declare,
                     retry=retry,
                     retry_policy=policy,
-                    **encoded.properties,
+                    **properties,
                 )
                 if declare:
                     with self._lock:
