@@ -3,7 +3,7 @@
 #   make test      the whole suite, both CI jobs (see below); sets up the venvs itself
 #   make demo      migrate SQLite, start a worker, enqueue the demo tasks, print results
 #   make lint      ruff
-#   make bench     quick enqueue figures per transport
+#   make bench     quick side-by-side run with the peers (bench-full: the full one)
 #
 # Job (a) `test-311`: Python 3.11 + Django 5.2, SQLite + django:// (testproject defaults).
 # Job (b) `test-312`: Python 3.12 + Django 6.x against PostgreSQL, with the Redis and
@@ -37,7 +37,7 @@ PYTHON312 ?= $(shell for c in "python3.12" "env PYENV_VERSION=3.12.1 python3.12"
 
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-dj6 test test-311 test-312 _test-312 demo lint migrations-check bench clean distclean
+.PHONY: help venv venv-dj6 test test-311 test-312 _test-312 demo lint migrations-check bench bench-own bench-full clean distclean
 
 help:
 	@echo "make test | test-311 | test-312 | demo | lint | migrations-check | bench | clean | distclean"
@@ -100,9 +100,17 @@ demo: $(STAMP)
 	TQ_DATABASE=sqlite $(PY) manage.py migrate --run-syncdb --verbosity 0
 	TQ_DATABASE=sqlite $(PY) manage.py demo
 
-bench: $(STAMP)
-	@for f in $(filter-out bench/__init__.py,$(wildcard bench/*.py)); do \
+# Our own figures (enqueue, transports, worker): quick, no peers.
+bench-own: $(STAMP)
+	@for f in bench/enqueue.py $(wildcard bench/transport_*.py) $(wildcard bench/worker_*.py); do \
 	  echo "== $$f --quick =="; $(PY) $$f --quick || exit 1; done
+
+# The side-by-side suite with the peers (bench/README.md): quick (<5 min) and full (<30 min).
+bench: $(STAMP)
+	$(PY) -m bench.suite --quick
+
+bench-full: $(STAMP)
+	$(PY) -m bench.suite --full
 
 clean:
 	rm -rf build dist *.egg-info db.sqlite3* test-db.sqlite3*

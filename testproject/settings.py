@@ -10,6 +10,9 @@ Environment variables switch to the real services:
 * ``TQ_RESULT_BACKEND``: ``django-db`` (default) or ``cache://default``
 * ``REDIS_URL``: the Redis used by tests and the ``cache://`` store (default ``redis://127.0.0.1:6379/0``)
 * ``AMQP_URL``: the RabbitMQ used by tests (default ``amqp://guest:guest@127.0.0.1:5672//``)
+* ``TQ_EXTRA_APPS``: comma-separated apps appended to INSTALLED_APPS (the benchmarks use it)
+* ``TQ_HEARTBEAT_INTERVAL``, ``TQ_HEARTBEAT_TIMEOUT``, ``TQ_POLL_INTERVAL``, ``TQ_ETA_HORIZON``,
+  ``TQ_MAX_DELIVERIES``, ``TQ_PREFETCH_MULTIPLIER``: override those ``TASKS_Q`` keys (worker tests)
 """
 
 import os
@@ -32,6 +35,8 @@ INSTALLED_APPS = [
     "channels",
     "testproject.demo",
 ]
+# Extra apps, comma-separated (the benchmarks add ``bench.tasks_q_bench``).
+INSTALLED_APPS += [app for app in os.environ.get("TQ_EXTRA_APPS", "").split(",") if app]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -112,6 +117,13 @@ TASKS_Q = {
     "RESULT_BACKEND": os.environ.get("TQ_RESULT_BACKEND", "django-db"),
     "QUEUES": ["default", "images"],
 }
+# Numbers the worker tests shorten (e.g. TQ_HEARTBEAT_TIMEOUT=2 to see dead owners quickly).
+for _key, _cast in (
+    ("HEARTBEAT_INTERVAL", float), ("HEARTBEAT_TIMEOUT", float), ("POLL_INTERVAL", float),
+    ("ETA_HORIZON", float), ("MAX_DELIVERIES", int), ("PREFETCH_MULTIPLIER", int),
+):  # fmt: skip
+    if os.environ.get(f"TQ_{_key}"):
+        TASKS_Q[_key] = _cast(os.environ[f"TQ_{_key}"])
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of django-tasks-q and its peers (``python -m bench.suite``)."""

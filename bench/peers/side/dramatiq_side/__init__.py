@@ -1,0 +1,1 @@
+"""Dramatiq peer: the broker (and Results middleware) from the bench environment."""

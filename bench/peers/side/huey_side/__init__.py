@@ -1,0 +1,1 @@
+"""Huey peer: RedisHuey; results on or off from the bench environment."""

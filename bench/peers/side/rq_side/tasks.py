@@ -1,0 +1,10 @@
+from benchcounter import hit
+
+
+def noop():
+    hit()
+    return 1
+
+
+def rt():
+    return 1
