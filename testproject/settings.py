@@ -7,12 +7,12 @@ Environment variables switch to the real services:
 * ``POSTGRES_HOST`` / ``POSTGRES_PORT`` / ``POSTGRES_DB`` / ``POSTGRES_USER`` / ``POSTGRES_PASSWORD``
 * ``MYSQL_HOST`` / ``MYSQL_PORT`` / ``MYSQL_DB`` / ``MYSQL_USER`` / ``MYSQL_PASSWORD``
 * ``TQ_BROKER_URL``: e.g. ``redis://127.0.0.1:6379/0`` or ``amqp://guest:guest@127.0.0.1:5672//``
-* ``TQ_RESULT_BACKEND``: ``django-db`` (default) or ``cache://default``
+* ``TQ_RESULT_BACKEND``: ``django-db`` (default), ``cache://redis`` or ``redis://127.0.0.1:6379/1``
 * ``REDIS_URL``: the Redis used by tests and the ``cache://`` store (default ``redis://127.0.0.1:6379/0``)
 * ``AMQP_URL``: the RabbitMQ used by tests (default ``amqp://guest:guest@127.0.0.1:5672//``)
 * ``TQ_EXTRA_APPS``: comma-separated apps appended to INSTALLED_APPS (the benchmarks use it)
 * ``TQ_HEARTBEAT_INTERVAL``, ``TQ_HEARTBEAT_TIMEOUT``, ``TQ_POLL_INTERVAL``, ``TQ_ETA_HORIZON``,
-  ``TQ_MAX_DELIVERIES``, ``TQ_PREFETCH_MULTIPLIER``: override those ``TASKS_Q`` keys (worker tests)
+  ``TQ_MAX_DELIVERIES``, ``TQ_PREFETCH_MULTIPLIER``, ``TQ_DEFAULT_QUEUE``: override those ``TASKS_Q`` keys (worker tests)
 """
 
 import os
@@ -121,6 +121,7 @@ TASKS_Q = {
 for _key, _cast in (
     ("HEARTBEAT_INTERVAL", float), ("HEARTBEAT_TIMEOUT", float), ("POLL_INTERVAL", float),
     ("ETA_HORIZON", float), ("MAX_DELIVERIES", int), ("PREFETCH_MULTIPLIER", int),
+    ("DEFAULT_QUEUE", str),
 ):  # fmt: skip
     if os.environ.get(f"TQ_{_key}"):
         TASKS_Q[_key] = _cast(os.environ[f"TQ_{_key}"])
