@@ -178,11 +178,11 @@ def _check_numbers(conf: dict[str, Any]) -> list[checks.CheckMessage]:
             )
     timeout, interval = conf["HEARTBEAT_TIMEOUT"], conf["HEARTBEAT_INTERVAL"]
     numbers = all(isinstance(v, int | float) for v in (timeout, interval))
-    if numbers and timeout <= interval:
+    if numbers and timeout < 2 * interval:
         errors.append(
             checks.Error(
-                "TASKS_Q['HEARTBEAT_TIMEOUT'] must be larger than HEARTBEAT_INTERVAL, or live "
-                "workers would look dead and their messages would be redelivered.",
+                "TASKS_Q['HEARTBEAT_TIMEOUT'] must be at least twice HEARTBEAT_INTERVAL (beats can "
+                "come up to 1.5 intervals apart), or live workers would look dead and their messages would be redelivered.",
                 hint="Keep HEARTBEAT_TIMEOUT at 3-6x HEARTBEAT_INTERVAL.",
                 id="tasks_q.E006",
             )

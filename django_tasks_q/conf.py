@@ -54,7 +54,7 @@ DEFAULTS: dict[str, Any] = {
     },
     # Database transport
     "DATABASE_ALIAS": "default",
-    "POLL_INTERVAL": 1.0,
+    "POLL_INTERVAL": 0.1,
     "HEARTBEAT_INTERVAL": 10.0,
     "HEARTBEAT_TIMEOUT": 60.0,
     # Worker

@@ -158,3 +158,9 @@ def test_non_number_heartbeat_timeout_is_reported_not_a_crash():
 def test_heartbeat_timeout_not_above_interval_is_e006():
     messages = run(HEARTBEAT_INTERVAL=10, HEARTBEAT_TIMEOUT=10)
     assert ids(messages) == ["tasks_q.E006"]
+
+
+def test_heartbeat_timeout_under_twice_interval_is_e006():
+    messages = run(HEARTBEAT_INTERVAL=10, HEARTBEAT_TIMEOUT=19)
+    assert ids(messages) == ["tasks_q.E006"]
+    assert run(HEARTBEAT_INTERVAL=10, HEARTBEAT_TIMEOUT=20) == []
