@@ -18,9 +18,9 @@ from ..conf import settings
 #: scheme -> transport (a kombu alias or an import path of a Transport class)
 TRANSPORTS: dict[str, str] = {
     "django": "django_tasks_q.messaging.database:Transport",
-    "redis": "redis",
-    "rediss": "redis",
-    "sentinel": "sentinel",
+    "redis": "django_tasks_q.messaging.redis:Transport",
+    "rediss": "django_tasks_q.messaging.redis:SecureTransport",
+    "sentinel": "django_tasks_q.messaging.redis:SentinelTransport",
     "amqp": "pyamqp",
     "amqps": "pyamqp",
     "pyamqp": "pyamqp",
