@@ -11,3 +11,6 @@ def cleanup() -> int:
     from .cleanup import cleanup_expired
 
     return cleanup_expired()
+
+
+from .workflows import builtin_tasks  # noqa: E402, F401  (tasks_q.map, .starmap, .chunks, .identity)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .canvas import Signature, signature_from_dict
@@ -16,17 +19,38 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_tasks_q.callbacks")
 
+_eager = threading.local()
+
 
 def _lineage(request: Request) -> dict[str, Any]:
     return {"parent_id": request.id, "root_id": request.root_id or request.id}
 
 
+def run_eager(job: Callable[[], Any]) -> None:
+    """Run ``job`` now, or after the eager job running in this thread returns.
+
+    Eager follow-ups (the next chain link, link callbacks) would otherwise nest one
+    tracer inside the previous one's, so a 1,000-link chain would exhaust the stack.
+    """
+    pending: deque | None = getattr(_eager, "pending", None)
+    if pending is not None:
+        pending.append(job)
+        return
+    _eager.pending = pending = deque([job])
+    try:
+        while pending:
+            pending.popleft()()
+    finally:
+        _eager.pending = None
+
+
 def _send(sig: Signature, args: tuple, request: Request, **options: Any) -> None:
     opts = {**_lineage(request), **options}
+    args = args if not sig.immutable else ()
     if request.is_eager:
-        sig.clone(args if not sig.immutable else (), **opts).apply()
+        run_eager(lambda: sig.apply(args, **opts))
     else:
-        sig.apply_async(args if not sig.immutable else (), **opts)
+        sig.apply_async(args, **opts)
 
 
 def on_success(task: Task, request: Request, retval: Any, store: ResultStore | None) -> None:
@@ -34,7 +58,9 @@ def on_success(task: Task, request: Request, retval: Any, store: ResultStore | N
         try:
             _send(signature_from_dict(callback), (retval,), request)
         except Exception:
-            logger.exception("Could not apply link callback %r of task %s[%s]", callback, task.name, request.id)
+            logger.exception(
+                "Could not apply link callback %r of task %s[%s]", callback, task.name, request.id
+            )
     if request.chain:
         chain = list(request.chain)
         nxt = signature_from_dict(chain.pop())
@@ -46,34 +72,117 @@ def on_success(task: Task, request: Request, retval: Any, store: ResultStore | N
 
 
 def on_failure(
-    task: Task, request: Request, exc: BaseException, einfo: ExceptionInfo, store: ResultStore | None
+    task: Task,
+    request: Request,
+    exc: BaseException,
+    einfo: ExceptionInfo,
+    store: ResultStore | None,
 ) -> None:
     for errback in request.errbacks or ():
         try:
             call_errback(signature_from_dict(errback), request, exc, einfo)
         except Exception:
-            logger.exception("Could not apply errback %r of task %s[%s]", errback, task.name, request.id)
+            logger.exception(
+                "Could not apply errback %r of task %s[%s]", errback, task.name, request.id
+            )
+    if request.chain:
+        from .workflows import propagate_chain_failure
+
+        propagate_chain_failure(request, exc, einfo.traceback, store)
     if request.chord:
         from .workflows import on_chord_part_return
 
         on_chord_part_return(task, request, exc, store, failed=True)
 
 
-def call_errback(errback: Signature, request: Request, exc: BaseException, einfo: ExceptionInfo) -> None:
+def _is_new_style(errback: Signature) -> bool:
+    """True when the errback's function takes ``(request, exc, traceback)`` (besides partials)."""
+    if errback.get("subtask_type"):
+        return False
+    try:
+        task = errback.type
+    except Exception:  # not registered here: send it by name, old style
+        return False
+    try:
+        fun = task._fun or task.run
+        params = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if task._bind:
+        params = params[1:]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) - len(errback.args) >= 3
+
+
+def call_errback(
+    errback: Signature, request: Request, exc: BaseException, einfo: ExceptionInfo
+) -> None:
     """New-style errbacks take ``(request, exc, traceback)``; old-style take the task id.
 
-    An errback runs inline in the worker when it takes the request (it cannot be
-    serialised), and is published with the failed task's id otherwise.
+    A new-style errback runs inline in the worker (the request cannot be serialised);
+    an old-style one is sent as a task with the failed task's id as first argument.
     """
-    try:
-        fun = errback.type._fun or errback.type.run
-        params = list(inspect.signature(fun).parameters.values())
-    except Exception:
-        params = []
-    if errback.type._bind:
-        params = params[1:]
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) - len(errback.args) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params):
+    if _is_new_style(errback):
         errback.type(request, exc, einfo.traceback, *errback.args, **errback.kwargs)
     else:
         _send(errback, (request.id,), request)
+
+
+def on_not_run(
+    task: Task | None,
+    request: Request | None,
+    exc: BaseException,
+    store: ResultStore | None,
+    call_errbacks: bool = True,
+) -> None:
+    """For the worker: ``request`` will never finish (revoked, expired, killed, refused).
+
+    Calls its errbacks (unless ``call_errbacks`` is false, as for a revoke), fails the
+    chain links that were to follow it, and counts it as a failed chord member, so no
+    workflow waits forever on a task that is gone.
+    """
+    if request is None:
+        return
+    from .execution import ExceptionInfo
+
+    einfo = ExceptionInfo(exc)
+    try:
+        if call_errbacks:
+            for errback in request.errbacks or ():
+                call_errback(signature_from_dict(errback), request, exc, einfo)
+        if request.chain:
+            from .workflows import propagate_chain_failure
+
+            propagate_chain_failure(request, exc, einfo.traceback, store)
+        if request.chord:
+            from .workflows import on_chord_part_return
+
+            on_chord_part_return(task, request, exc, store, failed=True)
+    except Exception:
+        logger.exception("Could not settle the workflow of task %s[%s]", request.task, request.id)
+
+
+def on_redelivered_finished(task: Task | None, request: Request, store: ResultStore | None) -> None:
+    """For the worker: ``request`` was redelivered but its result is already stored.
+
+    Its process may have died after writing the result and before counting it in its
+    chord; counting is idempotent per member, so count it (again) now. The chord then
+    completes exactly once whichever of the two deliveries got there.
+    """
+    if not request.chord or store is None:
+        return
+    from . import states
+    from .results.errors import exception_from_dict
+    from .workflows import on_chord_part_return
+
+    try:
+        meta = store.get_task_meta(request.id)
+        failed = meta["status"] in states.PROPAGATE_STATES
+        value = exception_from_dict(meta.get("result")) if failed else meta.get("result")
+        on_chord_part_return(task, request, value, store, failed=failed)
+    except Exception:
+        logger.exception(
+            "Could not count redelivered chord member %s[%s]", request.task, request.id
+        )

@@ -29,7 +29,8 @@ class RevokedTask(models.Model):
     terminate = models.BooleanField(default=False)
     signal = models.CharField(max_length=20, blank=True, default="")
     expires = models.DateTimeField(db_index=True)
-    date_created = models.DateTimeField(auto_now_add=True)
+    # indexed: workers refresh their revoked set with ``date_created > last seen``
+    date_created = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         db_table = "tasks_q_revoked"
