@@ -52,3 +52,6 @@ def sleep(seconds):
 @task
 def noop():
     return None
+
+
+from . import worker_tasks  # noqa: E402,F401  (test-only tasks of the worker tests)

@@ -1,0 +1,1 @@
+"""Execution pools: prefork (supervisor + consuming children) and threads."""
