@@ -406,7 +406,8 @@ def test_several_consumer_processes_take_every_message_exactly_once(connect, que
         "TQ_TEST_DONE": str(done),
     }
     db = connection.settings_dict["NAME"]
-    env["SQLITE_PATH" if connection.vendor == "sqlite" else "POSTGRES_DB"] = str(db)
+    db_env = {"sqlite": "SQLITE_PATH", "postgresql": "POSTGRES_DB", "mysql": "MYSQL_DB"}
+    env[db_env[connection.vendor]] = str(db)
     procs = []
     for i in range(workers):
         out = tmp_path / f"consumer-{i}.json"
