@@ -101,14 +101,14 @@ def test_sigterm_lets_running_tasks_finish_and_exits_0(broker, tmp_path):
 
 
 def test_a_task_longer_than_every_liveness_timeout_runs_once(broker, tmp_path):
-    # HEARTBEAT_TIMEOUT is 4s here; the task runs 9s while a second worker waits for work.
+    # HEARTBEAT_TIMEOUT is 6s here; the task runs 12s while a second worker waits for work.
     queue, path = broker.queue(), str(tmp_path / "runs")
     try:
         with WorkerProcess(broker.url, "-Q", queue, "-c", "1", "-n", "a@%h", env=broker.env) as a, \
                 WorkerProcess(broker.url, "-Q", queue, "-c", "1", "-n", "b@%h", env=broker.env) as b:  # fmt: skip
             a.wait_ready()
             b.wait_ready()
-            result = wt.record.apply_async((path, "long", 9.0), queue=queue)
+            result = wt.record.apply_async((path, "long", 12.0), queue=queue)
             wait_until(lambda: count_in([result.id], states.SUCCESS) == 1, 60, "the long task")
             assert a.proc.poll() is None and b.proc.poll() is None
         assert len(wt.lines(path, "start")) == 1

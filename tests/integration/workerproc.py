@@ -29,7 +29,7 @@ READY_LINE = " ready."
 #: Redis database the worker tests use (flushed around each test)
 REDIS_DB = int(os.environ.get("REDIS_WORKER_DB", "4"))
 #: short liveness numbers, so a killed worker's messages come back within seconds
-FAST_LIVENESS = {"TQ_HEARTBEAT_INTERVAL": "0.5", "TQ_HEARTBEAT_TIMEOUT": "4", "TQ_POLL_INTERVAL": "0.1"}
+FAST_LIVENESS = {"TQ_HEARTBEAT_INTERVAL": "0.5", "TQ_HEARTBEAT_TIMEOUT": "6", "TQ_POLL_INTERVAL": "0.1"}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
@@ -217,7 +217,7 @@ def settings_for(broker: Broker, **extra: Any) -> dict[str, Any]:
     from django.conf import settings
 
     conf = dict(settings.TASKS_Q)
-    conf.update(BROKER_URL=broker.url, HEARTBEAT_INTERVAL=0.5, HEARTBEAT_TIMEOUT=4.0, POLL_INTERVAL=0.1)
+    conf.update(BROKER_URL=broker.url, HEARTBEAT_INTERVAL=0.5, HEARTBEAT_TIMEOUT=6.0, POLL_INTERVAL=0.1)
     conf.update(extra)
     return conf
 
