@@ -6,13 +6,13 @@ waits on the members still running, in order, within one overall timeout.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import states
 from .exceptions import TimeoutError
-from .result import AsyncResult, _assert_will_not_block, _remaining
+from .result import AsyncResult, store_or_default
+from .result_waiting import assert_will_not_block, deadline_after, seconds_left
 from .results.base import ResultStore
 
 
@@ -27,11 +27,7 @@ class ResultSet:
 
     @property
     def backend(self) -> ResultStore:
-        if self._backend is not None:
-            return self._backend
-        from .results import get_store
-
-        return get_store()
+        return store_or_default(self._backend)
 
     @property
     def children(self) -> list[Any]:
@@ -98,12 +94,12 @@ class ResultSet:
     ) -> list[Any]:
         """Values of every member in order; ``timeout`` bounds the whole wait."""
         if disable_sync_subtasks:
-            _assert_will_not_block()
-        deadline = None if timeout is None else time.monotonic() + timeout
+            assert_will_not_block()
+        deadline = deadline_after(timeout)
         self._states()  # one round trip caches every member that is already done
         values = []
         for r in self.results:
-            remaining = _remaining(deadline)
+            remaining = seconds_left(deadline)
             if remaining is not None and remaining <= 0 and not r.ready():
                 raise TimeoutError(f"Timed out after {timeout}s waiting for {r!r} in {self!r}.")
             value = r.get(
@@ -168,13 +164,7 @@ class GroupResult(ResultSet):
     @classmethod
     def restore(cls, id: str, backend: ResultStore | None = None) -> GroupResult | None:  # noqa: A002
         """The group saved under ``id``, or None."""
-        if backend is None:
-            from .results import get_store
-
-            store = get_store()
-        else:
-            store = backend
-        ids = store.restore_group(id)
+        ids = store_or_default(backend).restore_group(id)
         if ids is None:
             return None
         return cls(id, [AsyncResult(i, backend=backend) for i in ids], backend=backend)
@@ -190,7 +180,7 @@ class GroupResult(ResultSet):
             return other == self.id
         return NotImplemented
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # type: ignore[override]  # hashable again, by id
         return hash(self.id)
 
     def __repr__(self) -> str:

@@ -1,5 +1,6 @@
-"""Handles on task outcomes: ``AsyncResult``, ``EagerResult`` (here) and ``ResultSet``,
-``GroupResult`` (in :mod:`django_tasks_q.groupresult`, importable from here too).
+"""Handles on task outcomes. ``AsyncResult`` lives here; ``EagerResult``
+(:mod:`django_tasks_q.eagerresult`), ``ResultSet`` and ``GroupResult``
+(:mod:`django_tasks_q.groupresult`) are importable from here too.
 
 They read the configured result store (:func:`django_tasks_q.results.get_store`)
 lazily, so building one never touches the store. Once a result is ready its meta is
@@ -8,37 +9,40 @@ cached on the object and never queried again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
-
-from django.utils import timezone
+from typing import TYPE_CHECKING, Any
 
 from . import states
-from ._state import in_task
-from .exceptions import RuntimeWarningError, TaskRevokedError, TimeoutError
-from .results.base import ResultStore, empty_meta
+from .exceptions import TaskRevokedError, TimeoutError
+from .result_waiting import assert_will_not_block, deadline_after, has_passed, seconds_left
+from .results.base import ResultStore
 from .results.errors import exception_from_dict
+
+if TYPE_CHECKING:
+    from .eagerresult import EagerResult
+    from .groupresult import GroupResult, ResultSet
+
+__all__ = [
+    "AsyncResult",
+    "EagerResult",
+    "GroupResult",
+    "ResultSet",
+    "result_from_tuple",
+    "store_or_default",
+]
 
 #: with parents to watch, ``get()`` waits in slices growing to this many seconds
 PARENT_CHECK_MAX = 5.0
 
-SYNC_SUBTASK_MESSAGE = (
-    "Never call result.get() inside a task: the worker slot blocks until the other "
-    "task finishes, and once every slot waits like this the pool deadlocks. Chain the "
-    "tasks (a.s() | b.s()), use a chord, or a link callback instead. If you accept the "
-    "risk, pass disable_sync_subtasks=False."
-)
 
+def store_or_default(backend: ResultStore | None) -> ResultStore:
+    """``backend``, or the configured result store when it is None."""
+    if backend is not None:
+        return backend
+    from .results import get_store
 
-def _assert_will_not_block() -> None:
-    if in_task():
-        raise RuntimeWarningError(SYNC_SUBTASK_MESSAGE)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
+    return get_store()
 
 
 class AsyncResult:
@@ -65,11 +69,7 @@ class AsyncResult:
 
     @property
     def backend(self) -> ResultStore:
-        if self._backend is not None:
-            return self._backend
-        from .results import get_store
-
-        return get_store()
+        return store_or_default(self._backend)
 
     @backend.setter
     def backend(self, value: ResultStore | None) -> None:
@@ -185,7 +185,7 @@ class AsyncResult:
         ``follow_parents``, a failed parent in a chain raises its error here.
         """
         if disable_sync_subtasks:
-            _assert_will_not_block()
+            assert_will_not_block()
         meta = self._cache
         if meta is None:
             if follow_parents and propagate and self.parent is not None:
@@ -232,19 +232,18 @@ class AsyncResult:
     def _wait_watching_parents(
         self, timeout: float | None, interval: float, on_message: Callable | None
     ) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         slice_ = 0.5
         while True:
             self._raise_if_parent_failed()
-            remaining = _remaining(deadline)
+            remaining = seconds_left(deadline)
             wait = slice_ if remaining is None else max(0.0, min(slice_, remaining))
             try:
                 return self.backend.wait_for(
                     self.id, timeout=wait, interval=interval, on_message=on_message
                 )
             except TimeoutError:
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
+                if has_passed(deadline):
                     self._raise_if_parent_failed()
                     raise TimeoutError(
                         f"Timed out after {timeout}s waiting for task {self.id} "
@@ -305,93 +304,6 @@ class AsyncResult:
         return AsyncResult, (self.id, None, self._task_name, self.parent)
 
 
-class EagerResult(AsyncResult):
-    """The outcome of a task run in this process (``apply()``, ``ALWAYS_EAGER``): already known."""
-
-    def __init__(
-        self,
-        id: str,  # noqa: A002
-        ret_value: Any,
-        state: str,
-        traceback: str | None = None,
-        name: str | None = None,
-        args: Any = None,
-        kwargs: Any = None,
-        retries: int = 0,
-        parent: AsyncResult | None = None,
-    ) -> None:
-        super().__init__(id, task_name=name, parent=parent)
-        self._state = state
-        self._ret_value = ret_value
-        self._meta = empty_meta(self.id)
-        self._meta.update(
-            status=state,
-            traceback=traceback,
-            name=name,
-            args=args,
-            kwargs=kwargs,
-            retries=retries,
-            date_done=timezone.now() if state in states.READY_STATES else None,
-        )
-
-    def _get_meta(self) -> dict[str, Any]:
-        self._meta["status"] = self._state
-        return self._meta
-
-    def _value(self, meta: dict[str, Any]) -> Any:
-        if self._state == states.REVOKED and not isinstance(self._ret_value, BaseException):
-            return TaskRevokedError("revoked")
-        return self._ret_value
-
-    def _exception(self, meta: dict[str, Any]) -> BaseException:
-        value = self._value(meta)
-        if isinstance(value, BaseException):
-            return value
-        return exception_from_dict(value)
-
-    def get(
-        self,
-        timeout: float | None = None,
-        propagate: bool = True,
-        interval: float = 0.5,
-        disable_sync_subtasks: bool = True,
-        on_message: Callable[[dict[str, Any]], None] | None = None,
-        follow_parents: bool = True,
-    ) -> Any:
-        """Return the value, or raise its exception (never blocks, so allowed in tasks)."""
-        meta = self._get_meta()
-        if on_message is not None:
-            on_message(meta)
-        if self._state in states.PROPAGATE_STATES:
-            exc = self._exception(meta)
-            if propagate:
-                raise exc
-            return exc
-        return self._ret_value
-
-    wait = get
-
-    def forget(self) -> None:
-        return None
-
-    def revoke(self, *args: Any, **kwargs: Any) -> None:
-        self._state = states.REVOKED
-
-    def __reduce__(self) -> tuple:
-        m = self._meta
-        return EagerResult, (
-            self.id,
-            self._ret_value,
-            self._state,
-            m["traceback"],
-            m["name"],
-            m["args"],
-            m["kwargs"],
-            m["retries"],
-            self.parent,
-        )
-
-
 def result_from_tuple(r: Any, backend: ResultStore | None = None) -> Any:
     """Rebuild an AsyncResult or GroupResult from :meth:`as_tuple` output (lists work too)."""
     from .groupresult import GroupResult, ResultSet
@@ -410,6 +322,12 @@ def result_from_tuple(r: Any, backend: ResultStore | None = None) -> Any:
 
 
 def __getattr__(name: str) -> Any:
+    # EagerResult, ResultSet and GroupResult build on AsyncResult: their modules import
+    # this one, so this one finds them on first use.
+    if name == "EagerResult":
+        from . import eagerresult
+
+        return eagerresult.EagerResult
     if name in ("GroupResult", "ResultSet"):
         from . import groupresult
 

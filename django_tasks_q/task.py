@@ -1,12 +1,14 @@
-"""``Task``, the ``@task`` decorator, and calling: ``__call__``, ``delay``, ``apply_async``."""
+"""``Task``: the options of a task, and calling it (``__call__``, ``delay``,
+``apply_async``...). The ``@task`` decorator that builds one lives in
+:mod:`django_tasks_q.task_decorator` and is importable from here too.
+"""
 
 from __future__ import annotations
 
-import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from django.db import transaction
 
@@ -15,20 +17,21 @@ from .conf import settings
 from .exceptions import MaxRetriesExceededError, Retry
 from .message import new_id
 from .request import Request
-from .task_options import (  # noqa: F401  (re-exported)
-    _APPLY_OPTIONS,
+from .task_decorator import register_task_class, task
+from .task_options import (
     TASK_OPTIONS,
-    _reject_unknown_options,
-    _SettingDefault,
-    _validate_options,
+    SettingDefault,
     check_arguments,
-    eta_from,
-    expires_from,
+    reject_unknown_options,
+    validate_options,
 )
 
 if TYPE_CHECKING:
     from .canvas import Signature
-    from .result import AsyncResult, EagerResult
+    from .eagerresult import EagerResult
+    from .result import AsyncResult
+
+__all__ = ["TASK_OPTIONS", "Task", "register_task_class", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,8 +45,8 @@ class Task(Generic[P, R]):
 
     name: str = ""
     typing: bool = True
-    max_retries: int | None = _SettingDefault("MAX_RETRIES")  # type: ignore[assignment]
-    default_retry_delay: float = _SettingDefault("DEFAULT_RETRY_DELAY")  # type: ignore[assignment]
+    max_retries: int | None = SettingDefault("MAX_RETRIES")  # type: ignore[assignment]
+    default_retry_delay: float = SettingDefault("DEFAULT_RETRY_DELAY")  # type: ignore[assignment]
     autoretry_for: tuple[type[BaseException], ...] = ()
     dont_autoretry_for: tuple[type[BaseException], ...] = ()
     retry_kwargs: dict[str, Any] = {}
@@ -69,7 +72,9 @@ class Task(Generic[P, R]):
     _bind: bool = False
 
     # -- construction ------------------------------------------------------
-    def _configure(self, fun: Callable[..., Any] | None, name: str | None, bind: bool, options: dict) -> None:
+    def _configure(
+        self, fun: Callable[..., Any] | None, name: str | None, bind: bool, options: dict
+    ) -> None:
         self._fun = fun
         self._bind = bind
         for key, value in options.items():
@@ -85,7 +90,7 @@ class Task(Generic[P, R]):
             self.__qualname__ = fun.__qualname__
             self.__module__ = fun.__module__
             self.__wrapped__ = fun
-        _validate_options(self)
+        validate_options(self)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         if self._fun is None:
@@ -164,7 +169,7 @@ class Task(Generic[P, R]):
         """Enqueue with options; the same keywords as Celery's ``apply_async``."""
         from .calling import send
 
-        _reject_unknown_options(self.name, options)
+        reject_unknown_options(self.name, options)
         args = list(args or ())
         kwargs = dict(kwargs or {})
         if self.typing:
@@ -216,6 +221,25 @@ class Task(Generic[P, R]):
         )
         return AsyncResult(task_id, task_name=self.name)
 
+    def delay_many(self, calls: Iterable[tuple | list], *, chunk: int = 1000) -> list[AsyncResult]:
+        """``delay(*args)`` for each args tuple in ``calls``, published in batches
+        (one pipeline on Redis, one transaction on ``django://``): see ``bulk.py``."""
+        from .bulk import delay_many
+
+        return delay_many(self, calls, chunk=chunk)
+
+    def apply_async_many(
+        self,
+        calls: Iterable[tuple[tuple | list, dict[str, Any]]],
+        *,
+        chunk: int = 1000,
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """``apply_async(args, kwargs, **options)`` for each ``(args, kwargs)`` in ``calls``, in batches."""
+        from .bulk import apply_async_many
+
+        return apply_async_many(self, calls, chunk=chunk, **options)
+
     def apply(
         self,
         args: tuple | list | None = None,
@@ -228,7 +252,9 @@ class Task(Generic[P, R]):
         """Run the task in this process, through the same tracer as a worker."""
         from .execution import apply_eager
 
-        return apply_eager(self, list(args or ()), dict(kwargs or {}), task_id=task_id, throw=throw, **options)
+        return apply_eager(
+            self, list(args or ()), dict(kwargs or {}), task_id=task_id, throw=throw, **options
+        )
 
     # -- inside a task -----------------------------------------------------
     def retry(
@@ -279,7 +305,9 @@ class Task(Generic[P, R]):
         if task_id is None:
             raise RuntimeError("update_state() needs a task_id outside a running task")
         get_store().update_state(task_id, state, meta, request=request)
-        task_state_updated.send(sender=self, task_id=task_id, request=request, state=state, meta=meta)
+        task_state_updated.send(
+            sender=self, task_id=task_id, request=request, state=state, meta=meta
+        )
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802 (Celery's name)
         from .result import AsyncResult
@@ -287,7 +315,9 @@ class Task(Generic[P, R]):
         return AsyncResult(task_id, task_name=self.name, **kwargs)
 
     # -- signatures --------------------------------------------------------
-    def signature(self, args: tuple | list | None = None, kwargs: dict | None = None, **options: Any) -> Signature:
+    def signature(
+        self, args: tuple | list | None = None, kwargs: dict | None = None, **options: Any
+    ) -> Signature:
         from .canvas import Signature
 
         return Signature(self.name, args, kwargs, options=options, task_obj=self)
@@ -322,10 +352,14 @@ class Task(Generic[P, R]):
     def on_success(self, retval: Any, task_id: str, args: list, kwargs: dict) -> None:
         """Called after the task body returned."""
 
-    def on_failure(self, exc: BaseException, task_id: str, args: list, kwargs: dict, einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: list, kwargs: dict, einfo: Any
+    ) -> None:
         """Called after the task body raised (and was not retried)."""
 
-    def on_retry(self, exc: BaseException, task_id: str, args: list, kwargs: dict, einfo: Any) -> None:
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: list, kwargs: dict, einfo: Any
+    ) -> None:
         """Called when the task is to be retried."""
 
     def after_return(
@@ -336,7 +370,7 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_task_by_name, (self.name,))
 
 
@@ -344,59 +378,3 @@ def _task_by_name(name: str) -> Task:
     from .registry import tasks
 
     return tasks[name]
-
-
-@overload
-def task(fun: Callable[P, R], /) -> Task[P, R]: ...
-
-
-@overload
-def task(
-    *, name: str | None = None, bind: bool = False, base: type[Task] | None = None, **options: Any
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
-
-
-def task(
-    fun: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    bind: bool = False,
-    base: type[Task] | None = None,
-    **options: Any,
-) -> Any:
-    """Turn a function into a task: ``@task`` or ``@task(name=..., bind=True, ...)``."""
-    unknown = [k for k in options if k not in TASK_OPTIONS]
-    if unknown:
-        near = difflib.get_close_matches(unknown[0], sorted(TASK_OPTIONS), n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise TypeError(f"@task got an unknown option {unknown[0]!r}.{hint}")
-    base = base or Task
-    if not (isinstance(base, type) and issubclass(base, Task)):
-        raise TypeError(f"@task(base=...) must be a Task subclass, got {base!r}")
-
-    def decorate(f: Callable[..., Any]) -> Task:
-        if not callable(f):
-            raise TypeError(f"@task decorates functions, got {f!r}")
-        from .registry import tasks
-
-        obj = base.__new__(base)
-        obj._configure(f, name, bind, options)
-        base.__init__(obj)
-        tasks.register(obj)
-        return obj
-
-    if fun is not None:
-        return decorate(fun)
-    return decorate
-
-
-def register_task_class(cls: type[Task]) -> Task:
-    """Register a class-based task (a Task subclass defining run())."""
-    from .registry import tasks
-
-    obj = cls.__new__(cls)
-    obj._configure(None, cls.name or None, False, {})
-    cls.__init__(obj)
-    tasks.register(obj)
-    return obj

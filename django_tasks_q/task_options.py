@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ TASK_OPTIONS = frozenset(
     }
 )  # fmt: skip
 
-_APPLY_OPTIONS = frozenset(
+APPLY_OPTIONS = frozenset(
     {
         "exchange", "group_id", "group_index", "parent_id", "root_id", "chain", "chord",
         "reply_to", "correlation_id", "time_limit", "soft_time_limit", "add_to_parent",
@@ -39,7 +40,7 @@ _APPLY_OPTIONS = frozenset(
 )  # fmt: skip
 
 
-class _SettingDefault:
+class SettingDefault:
     """A task attribute whose default is read from ``TASKS_Q`` on access, not at import.
 
     A value set on the task (``@task(max_retries=5)``) or on a subclass
@@ -62,7 +63,7 @@ class _SettingDefault:
         obj.__dict__[self.attr] = value
 
 
-def _validate_options(t: Task) -> None:
+def validate_options(t: Task) -> None:
     name = t.name
     for attr in ("autoretry_for", "dont_autoretry_for"):
         value = getattr(t, attr)
@@ -77,7 +78,9 @@ def _validate_options(t: Task) -> None:
             )
         setattr(t, attr, tuple(value))
     if t.priority is not None and not (isinstance(t.priority, int) and 0 <= t.priority <= 9):
-        raise ImproperlyConfiguredTask(f"Task {name!r}: priority must be an int 0-9, got {t.priority!r}")
+        raise ImproperlyConfiguredTask(
+            f"Task {name!r}: priority must be an int 0-9, got {t.priority!r}"
+        )
     if t.rate_limit is not None:
         from .ratelimit import parse_rate
 
@@ -104,23 +107,32 @@ def _validate_options(t: Task) -> None:
         )
 
 
-def _reject_unknown_options(name: str, options: dict[str, Any]) -> None:
-    unknown = [k for k in options if k not in _APPLY_OPTIONS]
+def reject_unknown_options(name: str, options: dict[str, Any]) -> None:
+    unknown = [k for k in options if k not in APPLY_OPTIONS]
     if unknown:
         key = unknown[0]
-        valid = sorted(_APPLY_OPTIONS | {"task_id", "countdown", "eta", "expires", "queue", "routing_key", "priority", "serializer", "headers", "link", "link_error", "ignore_result", "retry", "retry_policy", "shadow"})  # fmt: skip
-        near = difflib.get_close_matches(key, valid, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
+        valid = sorted(APPLY_OPTIONS | {"task_id", "countdown", "eta", "expires", "queue", "routing_key", "priority", "serializer", "headers", "link", "link_error", "ignore_result", "retry", "retry_policy", "shadow"})  # fmt: skip
+        hint = did_you_mean(key, valid)
         raise TypeError(f"apply_async() of task {name!r} got an unexpected option {key!r}.{hint}")
+
+
+def did_you_mean(key: str, choices: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` naming the choice closest to ``key``, or an empty string."""
+    near = difflib.get_close_matches(key, sorted(choices), n=1)
+    return f" Did you mean {near[0]!r}?" if near else ""
 
 
 def check_arguments(t: Task, args: list, kwargs: dict) -> None:
     """Raise TypeError naming the task when args do not fit its signature."""
     fun = t._fun if t._fun is not None else t.run
-    try:
-        sig = inspect.signature(fun)
-    except (TypeError, ValueError):
+    cached = t.__dict__.get("_checked_signature")
+    if cached is None or cached[0] is not getattr(fun, "__func__", fun):
+        cached = t.__dict__["_checked_signature"] = _signature_of(t, fun)
+    sig, positional = cached[1], cached[2]
+    if sig is None:
         return
+    if positional is not None and not kwargs and positional[0] <= len(args) <= positional[1]:
+        return  # plain positional parameters, and a count that fits them
     try:
         if t._fun is not None and t._bind:
             sig.bind(t, *args, **kwargs)
@@ -128,6 +140,26 @@ def check_arguments(t: Task, args: list, kwargs: dict) -> None:
             sig.bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"Task {t.name!r} called with wrong arguments: {exc}") from None
+
+
+def _signature_of(t: Task, fun: Any) -> tuple[Any, Any, tuple[int, int] | None]:
+    """``(function, signature or None, (min, max) positional count or None)``, cached per task."""
+    try:
+        sig = inspect.signature(fun)
+    except (TypeError, ValueError):
+        return (getattr(fun, "__func__", fun), None, None)
+    params = list(sig.parameters.values())
+    plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = None
+    bound = t._fun is not None and t._bind
+    if bound and params and params[0].kind in plain:
+        params = params[1:]
+    elif bound:
+        params = [None]  # the task takes no ``self`` slot: leave it to ``bind``
+    if all(p is not None and p.kind in plain for p in params):
+        required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+        positional = (required, len(params))
+    return (getattr(fun, "__func__", fun), sig, positional)
 
 
 def eta_from(countdown: float | None, eta: datetime | None) -> datetime | None:

@@ -274,19 +274,9 @@ class ResultStore:
         on_message: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Block until the task is ready and return its meta; polls with backoff here."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = FIRST_POLL_DELAY
-        interval = max(interval, FIRST_POLL_DELAY)
-        seen: tuple[Any, ...] | None = None
-        while True:
-            meta = self.get_task_meta(task_id)
-            if on_message is not None:
-                seen = notify_if_changed(meta, seen, on_message)
-            if meta["status"] in states.READY_STATES:
-                return meta
-            remaining = wait_budget(deadline, task_id, timeout, meta)
-            time.sleep(delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, interval)
+        return wait_until_ready(
+            task_id, lambda: self.get_task_meta(task_id), Backoff(interval), timeout, on_message
+        )
 
     def forget(self, task_id: str) -> None:
         raise NotImplementedError
@@ -328,6 +318,43 @@ class ResultStore:
         if isinstance(expires, timedelta):
             return expires
         return timedelta(seconds=float(expires))
+
+
+def wait_until_ready(
+    task_id: str,
+    read: Callable[[], dict[str, Any]],
+    pause: Callable[[float | None], Any],
+    timeout: float | None,
+    on_message: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """The loop of every store's ``wait_for``: ``read()`` the meta until it is ready.
+
+    In between, ``pause(seconds_left)`` waits (``None``: no deadline); it may return
+    early, woken by a notification. TimeoutError once ``timeout`` seconds have passed.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen: tuple[Any, ...] | None = None
+    while True:
+        meta = read()
+        if on_message is not None:
+            seen = notify_if_changed(meta, seen, on_message)
+        if meta["status"] in states.READY_STATES:
+            return meta
+        pause(wait_budget(deadline, task_id, timeout, meta))
+
+
+class Backoff:
+    """A ``pause`` for polling: :data:`FIRST_POLL_DELAY`, doubling up to ``interval``,
+    never past the deadline. ``sleep`` may be an event's ``wait``."""
+
+    def __init__(self, interval: float, sleep: Callable[[float], Any] | None = None) -> None:
+        self.delay = FIRST_POLL_DELAY
+        self.cap = max(interval, FIRST_POLL_DELAY)
+        self.sleep = sleep or time.sleep
+
+    def __call__(self, remaining: float | None) -> None:
+        self.sleep(self.delay if remaining is None else min(self.delay, remaining))
+        self.delay = min(self.delay * 2, self.cap)
 
 
 def wait_budget(

@@ -3,17 +3,17 @@
 A task's result is a hash at ``tasks_q:result:<id>`` (one JSON value per meta field,
 ``status`` as plain text) with a TTL of ``RESULT_EXPIRES``. Writes are one Lua call
 that applies the write rules of :mod:`.base` (no ready-state downgrade; coalesce
-fields only set when known) and ``PUBLISH``-es the new state on the channel
-``tasks_q:result:<id>``; ``store_many`` pipelines those calls. ``wait_for``
-subscribes, then reads, then blocks on the channel, so it wakes the moment the
-result lands and cannot miss it.
+fields only set when known) and pushes the new meta to the clients waiting on the
+task; ``store_many`` pipelines those calls. ``wait_for`` registers and blocks in one
+round trip (:mod:`.redis_wait`), so it wakes the moment the result lands and
+cannot miss it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -22,7 +22,6 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .. import states
 from ..conf import settings
-from ..exceptions import TimeoutError
 from ..messaging.connection import mask_url
 from .base import (
     COALESCE_FIELDS,
@@ -31,24 +30,25 @@ from .base import (
     ResultStore,
     empty_meta,
     missing_chord,
-    notify_if_changed,
-    wait_budget,
 )
 from .codec import dumps, loads
+from .redis_wait import NOTIFY_LUA, run_scripts, wait_on_inbox
 
 PREFIX = "tasks_q:"
-#: while blocked on the channel, re-read the key this often anyway (lost messages)
-RECHECK = 2.0
 
 _READY_LUA = " or ".join(f"cur == '{s}'" for s in sorted(states.READY_STATES))
 
-# KEYS[1] result key; ARGV: status, is_ready ('1'/'0'), ttl seconds (0: none), field, value...
+# KEYS[1] result key, KEYS[2] its waiters set; ARGV: is_ready ('1'/'0'), ttl seconds
+# (0: none), the JSON array [field, value, ...] (one argument: cheaper to send than many)
 STORE_LUA = f"""
-local cur = redis.call('HGET', KEYS[1], 'status')
-if cur and ARGV[2] == '0' and ({_READY_LUA}) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
+local ready = ARGV[1] == '1'
+if not ready then
+  local cur = redis.call('HGET', KEYS[1], 'status')
+  if cur and ({_READY_LUA}) then return 0 end
+end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[3])))
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+{NOTIFY_LUA}
 return 1
 """
 
@@ -88,7 +88,6 @@ class RedisStore(ResultStore):
         self._client_obj: Any = None
         self._pid: int | None = None
         self._scripts: dict[str, Any] = {}
-        self._local = threading.local()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -109,7 +108,6 @@ class RedisStore(ResultStore):
                     self._client_obj = self._make_client()
                     self._pid = os.getpid()
                     self._scripts = {}
-                    self._local = threading.local()
         return self._client_obj
 
     def _script(self, source: str) -> Any:
@@ -123,35 +121,36 @@ class RedisStore(ResultStore):
         return f"{PREFIX}result:{task_id}"
 
     @staticmethod
+    def waiters_key(task_id: str) -> str:
+        """The set of the inboxes of the clients waiting on ``task_id``."""
+        return f"{PREFIX}waiters:{task_id}"
+
+    @staticmethod
     def _ttl(expires: Any = None) -> int:
         expiry = ResultStore.expiry(expires)
         return 0 if expiry is None else max(1, int(expiry.total_seconds()))
 
     # -- writes ----------------------------------------------------------------------
 
-    def _args(self, record: dict[str, Any], ttl: int) -> list[Any]:
+    def _args(self, record: dict[str, Any], ttl: int) -> tuple[str, int, str]:
         ready = "1" if record["status"] in states.READY_STATES else "0"
-        args: list[Any] = [record["status"], ready, ttl, "status", record["status"]]
+        fields = ["status", record["status"]]
         for key in OVERWRITE_FIELDS[1:]:
-            args += [key, dumps(record[key])]
+            fields += [key, dumps(record[key])]
         for key in COALESCE_FIELDS:
             if record[key] is not None:
-                args += [key, dumps(record[key])]
-        return args
+                fields += [key, dumps(record[key])]
+        return ready, ttl, json.dumps(fields, separators=(",", ":"))
 
     def write_records(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
         ttl = self._ttl()
-        script = self._script(STORE_LUA)
-        if len(records) == 1:
-            record = records[0]
-            script(keys=[self.key(record["task_id"])], args=self._args(record, ttl))
-            return
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for record in records:
-            script(keys=[self.key(record["task_id"])], args=self._args(record, ttl), client=pipe)
-        pipe.execute()
+            task_id = record["task_id"]
+            calls.append((self.key(task_id), self.waiters_key(task_id), *self._args(record, ttl)))
+        run_scripts(self.client, STORE_LUA, 2, calls)
 
     # -- reads -----------------------------------------------------------------------
 
@@ -178,13 +177,6 @@ class RedisStore(ResultStore):
             pipe.hgetall(self.key(task_id))
         return {tid: self._decode(tid, raw) for tid, raw in zip(ids, pipe.execute(), strict=True)}
 
-    def _pubsub(self) -> Any:
-        client = self.client
-        pubsub = getattr(self._local, "pubsub", None)
-        if pubsub is None:
-            pubsub = self._local.pubsub = client.pubsub(ignore_subscribe_messages=True)
-        return pubsub
-
     def wait_for(
         self,
         task_id: str,
@@ -193,60 +185,10 @@ class RedisStore(ResultStore):
         on_message: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         task_id = str(task_id)
-        meta = self.get_task_meta(task_id)
-        if meta["status"] in states.READY_STATES:
-            if on_message is not None:
-                on_message(meta)
-            return meta
-        deadline = None if timeout is None else time.monotonic() + timeout
-        channel = self.key(task_id)
-        pubsub = self._pubsub()
-        pubsub.subscribe(channel)
-        try:
-            return self._wait_subscribed(pubsub, task_id, timeout, deadline, on_message)
-        except TimeoutError:
-            raise
-        except BaseException:
-            # The connection may be mid-reply: start afresh next time.
-            self._local.pubsub = None
-            pubsub.close()
-            raise
-        finally:
-            if getattr(self._local, "pubsub", None) is pubsub:
-                pubsub.unsubscribe(channel)
-
-    def _wait_subscribed(
-        self,
-        pubsub: Any,
-        task_id: str,
-        timeout: float | None,
-        deadline: float | None,
-        on_message: Callable[[dict[str, Any]], None] | None,
-    ) -> dict[str, Any]:
-        channel = self.key(task_id).encode("utf-8")
-        seen = None
-        read = True  # subscribed first, so this read cannot miss a later PUBLISH
-        while True:
-            if read:
-                meta = self.get_task_meta(task_id)
-                if on_message is not None:
-                    seen = notify_if_changed(meta, seen, on_message)
-                if meta["status"] in states.READY_STATES:
-                    return meta
-            remaining = wait_budget(deadline, task_id, timeout, meta)
-            budget = RECHECK if remaining is None else min(RECHECK, remaining)
-            message = pubsub.get_message(timeout=budget)
-            if message is None:
-                read = True  # a quiet spell: re-read in case a message was lost
-                continue
-            if message.get("type") != "message":
-                read = False
-                continue
-            name = message.get("channel")
-            if isinstance(name, str):
-                name = name.encode("utf-8")
-            state = _text(message.get("data"))
-            read = name == channel and (state in states.READY_STATES or on_message is not None)
+        keys = (self.key(task_id), self.waiters_key(task_id))
+        return wait_on_inbox(
+            self.client, task_id, keys, f"{PREFIX}inbox:", self._decode, timeout, on_message
+        )
 
     def forget(self, task_id: str) -> None:
         self.client.delete(self.key(str(task_id)))
@@ -292,7 +234,8 @@ class RedisStore(ResultStore):
             keys=[key, f"{key}:counted"], args=["" if member_id is None else str(member_id)]
         )
         if reply is None:
-            return missing_chord(group_id)
+            missing_chord(group_id)
+            return None
         if int(reply[0]) != 0:
             return None
         return ChordReady(group_id=group_id, body=loads(reply[1]), result_ids=loads(reply[2]))

@@ -34,10 +34,18 @@ class ResultJSONDecoder(json.JSONDecoder):
         super().__init__(*args, **kwargs)
 
 
+# One instance each, shared: both are stateless between calls (and so thread-safe), and
+# building one per call costs more than encoding or decoding a small value.
+_encoder = ResultJSONEncoder(separators=(",", ":"))
+_decoder = ResultJSONDecoder()
+
+
 def dumps(value: Any) -> str:
     """Encode ``value``; raise :class:`EncodeError` when it is not JSON-serialisable."""
+    if value is None:
+        return "null"
     try:
-        return json.dumps(value, cls=ResultJSONEncoder, separators=(",", ":"))
+        return _encoder.encode(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(str(exc)) from exc
 
@@ -47,7 +55,9 @@ def loads(data: str | bytes | None) -> Any:
         return None
     if isinstance(data, bytes | bytearray | memoryview):
         data = bytes(data).decode("utf-8")
-    return json.loads(data, cls=ResultJSONDecoder)
+    if data == "null":
+        return None
+    return _decoder.decode(data)
 
 
 def capped(value: Any, limit: int | None) -> Any:

@@ -32,7 +32,7 @@ from .base import (
     notify_if_changed,
     wait_budget,
 )
-from .codec import loads
+from .codec import dumps, loads
 
 #: record key -> TaskResult column, where they differ
 COLUMN = {"status": "state", "name": "task_name"}
@@ -73,6 +73,7 @@ class DatabaseStore(ResultStore):
 
     def __init__(self, url: str = "django-db") -> None:
         self.url = url
+        self._pg_statements: dict[tuple, tuple[str, list]] = {}
         if settings.RESULT_SERIALIZER != "json":
             raise ImproperlyConfigured(
                 f"TASKS_Q['RESULT_SERIALIZER'] is {settings.RESULT_SERIALIZER!r}, but the "
@@ -84,6 +85,10 @@ class DatabaseStore(ResultStore):
     @staticmethod
     def _alias(model: Any) -> str:
         return router.db_for_write(model)
+
+    def database_alias(self) -> str:
+        """The alias task results are written to (the worker writes on its own connection there)."""
+        return self._alias(_models()[0])
 
     def _notify_enabled(self, connection: Any) -> bool:
         return connection.vendor == "postgresql"
@@ -98,38 +103,56 @@ class DatabaseStore(ResultStore):
         if not sql.supports_upsert(connection):
             self._write_generic(TaskResult, connection, records)
             return
-        overwrite = [_column(k) for k in OVERWRITE_FIELDS] + ["date_updated"]
-        coalesce = [_column(k) for k in COALESCE_FIELDS]
-        insert_only = ["date_created"]
-        fields = [TaskResult._meta.get_field(c) for c in ["task_id", *overwrite, *coalesce]]
-        created_field = TaskResult._meta.get_field("date_created")
-        now = timezone.now()
+        # Coalesce columns no record of the batch sets are left out: an insert makes
+        # them NULL and an update keeps them, exactly as NULLs in the statement would.
+        present = tuple(k for k in COALESCE_FIELDS if any(r[k] is not None for r in records))
+        if connection.vendor == "postgresql":
+            self._write_postgresql(TaskResult, connection, records, present)
+            return
+        keys = ["task_id", *OVERWRITE_FIELDS, *present]
+        fields = [TaskResult._meta.get_field(_column(k)) for k in keys]
+        stamp = TaskResult._meta.get_field("date_updated").get_db_prep_save(
+            timezone.now(), connection
+        )
         rows = []
         for record in records:
-            values = [record["task_id"], *(record[k] for k in OVERWRITE_FIELDS), now]
-            values += [record[k] for k in COALESCE_FIELDS]
             row = [
-                f.get_db_prep_save(_fit(f, v), connection)
-                for f, v in zip(fields, values, strict=True)
+                None if value is None else field.get_db_prep_save(_fit(field, value), connection)
+                for field, value in zip(fields, [record[k] for k in keys], strict=True)
             ]
-            row.append(created_field.get_db_prep_save(now, connection))
+            # values ordered key, overwrite (+ date_updated), coalesce, insert-only (date_created)
+            row[len(OVERWRITE_FIELDS) + 1 : len(OVERWRITE_FIELDS) + 1] = [stamp]
+            row.append(stamp)
             rows.append(row)
-        per_statement = sql.max_rows_per_statement(connection, len(fields) + 1)
+        per_statement = sql.max_rows_per_statement(connection, len(rows[0]))
         channel = NOTIFY_CHANNEL if self._notify_enabled(connection) else None
+        shape = _upsert_shape(TaskResult, present)
         with connection.cursor() as cursor:
             for start in range(0, len(rows), per_statement):
-                statement, params = sql.upsert(
-                    connection,
-                    TaskResult._meta.db_table,
-                    "task_id",
-                    "state",
-                    overwrite,
-                    coalesce,
-                    insert_only,
-                    rows[start : start + per_statement],
-                    notify_channel=channel,
-                )
+                chunk = rows[start : start + per_statement]
+                statement, params = sql.upsert(connection, *shape, chunk, notify_channel=channel)
                 cursor.execute(statement, params)
+
+    def _write_postgresql(
+        self, TaskResult: Any, connection: Any, records: list[dict], present: tuple[str, ...]
+    ) -> None:
+        """One statement with the rows as one JSON parameter (:func:`sql.upsert_json_rows`)."""
+        key = (connection.alias, present, self._notify_enabled(connection))
+        plan = self._pg_statements.get(key)
+        if plan is None:
+            plan = self._pg_statements[key] = _pg_plan(TaskResult, connection, present, key[2])
+        statement, cells = plan
+        stamp = timezone.now().isoformat()
+        rows = []
+        for record in records:
+            row = {"date_updated": stamp, "date_created": stamp}
+            for name, column, cell in cells:
+                value = record[name]
+                if value is not None:
+                    row[column] = value if cell is None else cell(value)
+            rows.append(row)
+        with connection.cursor() as cursor:
+            cursor.execute(statement, [dumps(rows)])
 
     def _write_generic(self, TaskResult: Any, connection: Any, records: list[dict]) -> None:
         """Other vendors: a guarded UPDATE, then an INSERT when no row existed."""
@@ -321,6 +344,49 @@ class DatabaseStore(ResultStore):
 def _conflict_target(alias: str, field: str) -> list[str] | None:
     """``unique_fields`` for an upsert: MySQL/MariaDB take none (any unique key applies)."""
     return [field] if connections[alias].features.supports_update_conflicts_with_target else None
+
+
+def _upsert_shape(TaskResult: Any, present: tuple[str, ...]) -> tuple:
+    """(table, key, state column, overwrite, coalesce, insert-only columns) of the upsert."""
+    overwrite = [*map(_column, OVERWRITE_FIELDS), "date_updated"]
+    coalesce = list(map(_column, present))
+    return TaskResult._meta.db_table, "task_id", "state", overwrite, coalesce, ["date_created"]
+
+
+def _pg_plan(
+    TaskResult: Any, connection: Any, present: tuple[str, ...], notify: bool
+) -> tuple[str, list[tuple[str, str, Callable[[Any], Any] | None]]]:
+    """The JSON-rows upsert for these columns, and how each record value becomes JSON."""
+    shape = _upsert_shape(TaskResult, present)
+    _, key, _, overwrite, coalesce, insert_only = shape
+    columns = [key, *overwrite, *coalesce, *insert_only]
+    types = {c: TaskResult._meta.get_field(c).db_type(connection) for c in columns}
+    channel = NOTIFY_CHANNEL if notify else None
+    statement = sql.upsert_json_rows(connection, *shape, types, notify_channel=channel)
+    cells = []
+    for name in ("task_id", *OVERWRITE_FIELDS, *present):
+        field = TaskResult._meta.get_field(_column(name))
+        cells.append((name, field.column, _json_cell(field)))
+    return statement, cells
+
+
+def _json_cell(field: Any) -> Callable[[Any], Any] | None:
+    """How a value becomes the JSON ``jsonb_to_recordset`` reads into ``field`` (None: as is)."""
+    kind = field.get_internal_type()
+    if kind == "JSONField":
+        return None  # encoded with the rest, by the same encoder as the column's
+    if kind == "DateTimeField":
+        return lambda value: field.get_prep_value(value).isoformat()
+    max_length = getattr(field, "max_length", None)
+
+    def cell(value: Any) -> Any:
+        if type(value) is not str and type(value) is not int:
+            value = field.get_prep_value(value)
+        if max_length and isinstance(value, str) and len(value) > max_length:
+            return value[:max_length]
+        return value
+
+    return cell
 
 
 def _fit(field: Any, value: Any) -> Any:

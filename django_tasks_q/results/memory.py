@@ -8,11 +8,9 @@ condition variable: no polling.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import states
 from .base import (
     COALESCE_FIELDS,
     OVERWRITE_FIELDS,
@@ -21,8 +19,7 @@ from .base import (
     empty_meta,
     is_downgrade,
     missing_chord,
-    notify_if_changed,
-    wait_budget,
+    wait_until_ready,
 )
 from .codec import dumps, loads
 
@@ -72,16 +69,10 @@ class MemoryStore(ResultStore):
         interval: float = 0.5,
         on_message: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen = None
-        with self._cond:
-            while True:
-                meta = self.get_task_meta(task_id)
-                if on_message is not None:
-                    seen = notify_if_changed(meta, seen, on_message)
-                if meta["status"] in states.READY_STATES:
-                    return meta
-                self._cond.wait(wait_budget(deadline, task_id, timeout, meta))
+        with self._cond:  # woken by every write: no polling
+            return wait_until_ready(
+                task_id, lambda: self.get_task_meta(task_id), self._cond.wait, timeout, on_message
+            )
 
     def forget(self, task_id: str) -> None:
         with self._cond:
@@ -110,7 +101,8 @@ class MemoryStore(ResultStore):
         with self._cond:
             chord = self._chords.get(group_id)
             if chord is None:
-                return missing_chord(group_id)
+                missing_chord(group_id)
+                return None
             if member_id is not None:
                 if str(member_id) in chord["counted"]:
                     return None

@@ -58,21 +58,13 @@ def upsert(
     values = ", ".join([placeholders] * len(rows))
     params = [value for row in rows for value in row]
     head = f"INSERT INTO {qn(table)} ({', '.join(qn(c) for c in columns)}) VALUES {values}"
-    t, state = qn(table), qn(state_col)
     if connection.vendor in ("postgresql", "sqlite"):
-        sets = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in overwrite]
-        sets += [f"{qn(c)} = COALESCE(EXCLUDED.{qn(c)}, {t}.{qn(c)})" for c in coalesce]
-        sql = (
-            f"{head} ON CONFLICT ({qn(key)}) DO UPDATE SET {', '.join(sets)} "
-            f"WHERE {t}.{state} NOT IN ({READY_SQL}) OR EXCLUDED.{state} IN ({READY_SQL})"
-        )
+        sql = _on_conflict(connection, head, table, key, state_col, overwrite, coalesce)
         if notify_channel and connection.vendor == "postgresql":
-            sql = (
-                f"WITH written AS ({sql} RETURNING {qn(key)} AS k, {state} AS s) "
-                f"SELECT pg_notify('{notify_channel}', k) FROM written WHERE s IN ({READY_SQL})"
-            )
+            sql = _notify_ready(connection, sql, key, state_col, notify_channel)
         return sql, params
     if connection.vendor == "mysql":
+        state = qn(state_col)
         # MySQL applies assignments left to right and later ones see earlier results,
         # so the guard reads the old state only if the state column is assigned last.
         guard = f"({state} NOT IN ({READY_SQL}) OR VALUES({state}) IN ({READY_SQL}))"
@@ -85,6 +77,66 @@ def upsert(
         sets.append(f"{state} = IF({guard}, VALUES({state}), {state})")
         return f"{head} ON DUPLICATE KEY UPDATE {', '.join(sets)}", params
     raise NotImplementedError(connection.vendor)
+
+
+def upsert_json_rows(
+    connection: Any,
+    table: str,
+    key: str,
+    state_col: str,
+    overwrite: list[str],
+    coalesce: list[str],
+    insert_only: list[str],
+    types: dict[str, str],
+    notify_channel: str | None = None,
+) -> str:
+    """PostgreSQL: :func:`upsert` with every row in one JSON array parameter.
+
+    The statement is the same for any number of rows (psycopg parses it once, the
+    server gets one parameter); ``types`` maps each column to its SQL type, the
+    rows' keys are the column names, a missing key or JSON null is SQL NULL.
+    """
+    qn = connection.ops.quote_name
+    columns = [key, *overwrite, *coalesce, *insert_only]
+    names = ", ".join(qn(c) for c in columns)
+    shape = ", ".join(f"{qn(c)} {types[c]}" for c in columns)
+    head = (
+        f"INSERT INTO {qn(table)} ({names}) SELECT {names} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS x({shape})"
+    )
+    sql = _on_conflict(connection, head, table, key, state_col, overwrite, coalesce)
+    if notify_channel:
+        sql = _notify_ready(connection, sql, key, state_col, notify_channel)
+    return sql
+
+
+def _on_conflict(
+    connection: Any,
+    head: str,
+    table: str,
+    key: str,
+    state_col: str,
+    overwrite: list[str],
+    coalesce: list[str],
+) -> str:
+    """PostgreSQL and SQLite: the guarded ``ON CONFLICT DO UPDATE`` after ``head``."""
+    qn = connection.ops.quote_name
+    t, state = qn(table), qn(state_col)
+    sets = [f"{qn(c)} = EXCLUDED.{qn(c)}" for c in overwrite]
+    sets += [f"{qn(c)} = COALESCE(EXCLUDED.{qn(c)}, {t}.{qn(c)})" for c in coalesce]
+    return (
+        f"{head} ON CONFLICT ({qn(key)}) DO UPDATE SET {', '.join(sets)} "
+        f"WHERE {t}.{state} NOT IN ({READY_SQL}) OR EXCLUDED.{state} IN ({READY_SQL})"
+    )
+
+
+def _notify_ready(connection: Any, sql: str, key: str, state_col: str, channel: str) -> str:
+    """PostgreSQL: ``pg_notify`` the ids of the rows ``sql`` wrote in a ready state."""
+    qn = connection.ops.quote_name
+    return (
+        f"WITH written AS ({sql} RETURNING {qn(key)} AS k, {qn(state_col)} AS s) "
+        f"SELECT pg_notify('{channel}', k) FROM written WHERE s IN ({READY_SQL})"
+    )
 
 
 def decrement_returning(connection: Any, table: str, key: str) -> str | None:

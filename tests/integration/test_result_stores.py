@@ -275,6 +275,24 @@ class StoreContract:
         assert meta["status"] == states.REVOKED
         assert (meta["name"], meta["periodic_task_name"]) == ("demo.add", "nightly")
 
+    def test_a_batch_keeps_what_each_row_knows_when_only_others_carry_a_field(self, store) -> None:
+        known, fresh = new_id(), new_id()
+        store.mark_as_started(known, request=request(periodic_task_name="nightly"))
+
+        store.store_many(
+            [
+                StoreItem(known, 1, states.SUCCESS),  # no request: nothing to coalesce
+                StoreItem(fresh, 2, states.SUCCESS, request=request(periodic_task_name="hourly")),
+            ]
+        )
+
+        metas = store.get_many_meta([known, fresh])
+        assert (metas[known]["status"], metas[known]["result"]) == (states.SUCCESS, 1)
+        assert (metas[known]["name"], metas[known]["periodic_task_name"]) == ("demo.add", "nightly")
+        assert metas[known]["date_started"] is not None
+        assert (metas[fresh]["name"], metas[fresh]["periodic_task_name"]) == ("demo.add", "hourly")
+        assert metas[fresh]["date_started"] is None
+
     def test_store_many_writes_every_item(self, store) -> None:
         ids = [new_id() for _ in range(200)]
         items = [StoreItem(i, n, states.SUCCESS, request=request()) for n, i in enumerate(ids)]

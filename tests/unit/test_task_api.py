@@ -119,7 +119,10 @@ def test_unknown_option_is_refused_at_decoration_with_a_suggestion():
         ({"time_limit": -1}, "time_limit must be a non-negative number of seconds"),
         ({"soft_time_limit": "1m"}, "soft_time_limit must be a non-negative number"),
         ({"max_retries": -1}, "max_retries must be a non-negative int or None"),
-        ({"autoretry_for": (ValueError, "x")}, "autoretry_for must be a tuple of exception classes"),
+        (
+            {"autoretry_for": (ValueError, "x")},
+            "autoretry_for must be a tuple of exception classes",
+        ),
         ({"dont_autoretry_for": 3}, "dont_autoretry_for must be a tuple of exception classes"),
     ],
 )
@@ -398,7 +401,9 @@ def test_retry_without_exc_past_max_raises_max_retries_exceeded():
 def test_autoretry_for_retries_in_eager_mode():
     calls = []
 
-    @task(name="api.eager_autoretry", autoretry_for=(OSError,), max_retries=2, default_retry_delay=0)
+    @task(
+        name="api.eager_autoretry", autoretry_for=(OSError,), max_retries=2, default_retry_delay=0
+    )
     def f():
         calls.append(1)
         if len(calls) < 3:
@@ -439,7 +444,9 @@ def test_async_def_task_runs_inline_and_eagerly():
     ],
 )
 def test_wrong_arguments_raise_type_error_naming_the_task(call):
-    with pytest.raises(TypeError, match="Task 'tests.unit.test_task_api.plain_add' called with wrong arguments"):
+    with pytest.raises(
+        TypeError, match="Task 'tests.unit.test_task_api.plain_add' called with wrong arguments"
+    ):
         call()
 
 
