@@ -8,10 +8,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _state
+from .bulk import current_batch
 from .conf import settings
 from .exceptions import EncodeError
 from .message import Message, new_id
+from .messaging import producer
 from .routing import route_for
+from .signals import task_sent
+from .task_options import eta_from, expires_from
 
 if TYPE_CHECKING:
     from .request import Request
@@ -69,21 +73,22 @@ def build_message(
     argsrepr: str | None = None,
     kwargsrepr: str | None = None,
 ) -> Message:
-    from .task import eta_from, expires_from
-
     current = _state.current_request.get()
     if current is not None and current.id and not current.called_directly:
         parent_id = parent_id or current.id
         root_id = root_id or current.root_id or current.id
-    if ignore_result is None:
-        ignore_result = task.effective_ignore_result if task is not None else settings.IGNORE_RESULT
-    if expires is None and task is not None:
-        expires = task.expires
-    if time_limit is None and task is not None:
-        time_limit = task.time_limit
-    if soft_time_limit is None and task is not None:
-        soft_time_limit = task.soft_time_limit
-    extra = dict(headers or {})
+    if task is not None:
+        if ignore_result is None:
+            ignore_result = task.effective_ignore_result
+        if expires is None:
+            expires = task.expires
+        if time_limit is None:
+            time_limit = task.time_limit
+        if soft_time_limit is None:
+            soft_time_limit = task.soft_time_limit
+    elif ignore_result is None:
+        ignore_result = settings.IGNORE_RESULT
+    extra = dict(headers) if headers else {}
     if periodic_task_name:
         extra["periodic_task_name"] = periodic_task_name
     task_id = task_id or new_id()
@@ -101,8 +106,8 @@ def build_message(
         group=group_id,
         group_index=group_index,
         shadow=shadow,
-        eta=eta_from(countdown, eta),
-        expires=expires_from(expires),
+        eta=eta_from(countdown, eta) if countdown is not None or eta is not None else None,
+        expires=expires_from(expires) if expires is not None else None,
         retries=retries,
         timelimit=(time_limit, soft_time_limit),  # Celery's order: [hard, soft]
         origin=_origin(),
@@ -114,6 +119,10 @@ def build_message(
         argsrepr=argsrepr,
         kwargsrepr=kwargsrepr,
     )
+
+
+#: options a Celery caller may pass that have no meaning here
+_IGNORED_OPTIONS = ("connection", "producer", "publisher", "mandatory", "immediate", "compression", "delivery_mode", "stamped_headers", "stamps")  # fmt: skip
 
 
 def send(
@@ -132,37 +141,38 @@ def send(
     add_to_parent: bool = True,
     **options: Any,
 ) -> AsyncResult:
-    """Publish task ``name``; ``task`` (when known locally) supplies defaults."""
-    from .messaging.producer import get_publisher
-    from .result import AsyncResult
-    from .signals import task_sent
+    """Publish task ``name``; ``task`` (when known locally) supplies defaults.
 
-    for unused in ("connection", "producer", "publisher", "mandatory", "immediate", "compression", "delivery_mode", "stamped_headers", "stamps"):  # fmt: skip
-        options.pop(unused, None)
-    route = route_for(name, args, kwargs, options)
-    queue = queue or route.get("queue") or (task.queue if task else None) or settings.DEFAULT_QUEUE
+    Inside :func:`django_tasks_q.bulk.publishing_batch` the message is encoded now and
+    published when the batch ends.
+    """
+    from .result import AsyncResult
+
+    conf = settings.as_dict()
+    if options:
+        for unused in _IGNORED_OPTIONS:
+            options.pop(unused, None)
+    route = route_for(name, args, kwargs, options) if conf["TASK_ROUTES"] else _NO_ROUTE
+    queue = queue or route.get("queue") or (task.queue if task else None) or conf["DEFAULT_QUEUE"]
     routing_key = routing_key or route.get("routing_key") or (task.routing_key if task else None)
     if priority is None:
         priority = route.get("priority")
     if priority is None and task is not None:
         priority = task.priority
     if priority is None:
-        priority = settings.DEFAULT_PRIORITY
+        priority = conf["DEFAULT_PRIORITY"]
     if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
         raise ValueError(f"priority for task {name!r} must be an int from 0 to 9, got {priority!r}")
     message = build_message(name, args, kwargs, task=task, priority=priority, **options)
-    serializer = serializer or (task.serializer if task else None) or settings.TASK_SERIALIZER
-    encoded = encode_checked(message, serializer)
-    get_publisher().publish(
-        encoded,
-        queue,
-        routing_key=routing_key,
-        exchange=exchange,
-        priority=priority,
-        retry=retry,
-        retry_policy=retry_policy,
-    )
-    task_sent.send(sender=name, task_id=message.id, message=message, queue=queue)
+    serializer = serializer or (task.serializer if task else None) or conf["TASK_SERIALIZER"]
+    encoded = encode_checked(message, serializer, conf["MESSAGE_MAX_SIZE"])
+    publish_options = {"routing_key": routing_key, "exchange": exchange, "priority": priority, "retry": retry, "retry_policy": retry_policy}  # fmt: skip
+    batch = current_batch.get()
+    if batch is not None:
+        batch.add(message, encoded, queue, publish_options)
+    else:
+        producer.get_publisher().publish(encoded, queue, **publish_options)
+        sent(message, queue)
     result = AsyncResult(message.id, task_name=name)
     if add_to_parent:
         current = _state.current_request.get()
@@ -171,10 +181,21 @@ def send(
     return result
 
 
-def encode_checked(message: Message, serializer: str):
+_NO_ROUTE: dict[str, Any] = {}
+
+
+def sent(message: Message, queue: str) -> None:
+    """Fire ``task_sent`` for a published message (a no-op without receivers)."""
+    if task_sent.receivers:
+        task_sent.send(sender=message.task, task_id=message.id, message=message, queue=queue)
+
+
+def encode_checked(message: Message, serializer: str, max_size: int | None = -1):
     """Encode, turning a failure into an error that names the task and the argument."""
     try:
-        return message.encode(serializer, max_size=settings.MESSAGE_MAX_SIZE)
+        return message.encode(
+            serializer, max_size=settings.MESSAGE_MAX_SIZE if max_size == -1 else max_size
+        )
     except EncodeError as exc:
         if "MESSAGE_MAX_SIZE" in str(exc):
             raise

@@ -124,10 +124,7 @@ class Signature(dict):
         unless the signature is immutable. Options are merged too."""
         sig = signature_from_dict(copy.deepcopy(dict(self)), task_obj=self._task)
         if not sig.immutable:
-            if args:
-                sig["args"] = list(args) + list(sig.args)
-            if kwargs:
-                sig["kwargs"] = {**sig.kwargs, **kwargs}
+            sig._add_partial(args, kwargs)
         if opts:
             immutable = opts.pop("immutable", None)
             if immutable is not None:
@@ -136,6 +133,13 @@ class Signature(dict):
         return sig
 
     partial = clone
+
+    def _add_partial(self, args: Any, kwargs: dict | None) -> None:
+        """Prepend ``args`` and merge ``kwargs`` (new ones win) into this copy's own."""
+        if args:
+            self["args"] = list(args) + list(self.args)
+        if kwargs:
+            self["kwargs"] = {**self.kwargs, **kwargs}
 
     def set(self, immutable: bool | None = None, **options: Any) -> Signature:
         """Set options in place (``queue``, ``countdown``...); returns the signature."""
@@ -257,7 +261,7 @@ class Signature(dict):
     def __copy__(self) -> Signature:
         return signature_from_dict(dict(self), task_obj=self._task)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return signature_from_dict, (dict(self),)
 
 

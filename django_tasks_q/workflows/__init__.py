@@ -7,6 +7,7 @@ class, so :func:`~django_tasks_q.canvas.signature_from_dict` rebuilds any of the
 
 from __future__ import annotations
 
+from ..canvas import Signature
 from .chains import chain
 from .chords import chord
 from .completion import on_chord_part_return, propagate_chain_failure
@@ -14,7 +15,7 @@ from .compose import compose
 from .groups import group
 from .maps import chunks, xmap, xstarmap
 
-SIGNATURE_TYPES: dict[str, type] = {
+SIGNATURE_TYPES: dict[str, type[Signature]] = {
     "chain": chain,
     "group": group,
     "chord": chord,

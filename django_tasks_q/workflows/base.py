@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .. import _state, states
 from ..canvas import Signature, signature_from_dict
@@ -195,6 +194,15 @@ def first_leaf_id(sig: Signature) -> str:
     return first.options.setdefault("task_id", new_id())
 
 
+def set_lineage(opts: dict[str, Any], root_id: str | None, parent_id: str | None) -> None:
+    """Put the workflow's root and parent (this context's task, if any) into ``opts``."""
+    if root_id:
+        opts["root_id"] = root_id
+    parent = current_parent(parent_id)
+    if parent:
+        opts["parent_id"] = parent
+
+
 def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -204,24 +212,18 @@ def as_list(value: Any) -> list[Any]:
 
 
 class Composite(Signature):
-    """What chain, group and chord share: partial arguments and calling."""
+    """What chain, group and chord share: partial arguments and calling.
 
-    def clone(self, args: Any = None, kwargs: dict | None = None, **opts: Any) -> Signature:
-        """A deep copy; partial ``args``/``kwargs`` are kept for the task(s) that run first."""
-        sig = signature_from_dict(copy.deepcopy(dict(self)))
-        if not sig.immutable:
-            if args:
-                sig["args"] = list(args) + list(sig.args)
-            if kwargs:
-                sig.kwargs["kwargs"] = {**(sig.kwargs.get("kwargs") or {}), **kwargs}
-        if opts:
-            immutable = opts.pop("immutable", None)
-            if immutable is not None:
-                sig["immutable"] = bool(immutable)
-            sig["options"] = {**sig.options, **opts}
-        return sig
+    :meth:`clone` (inherited) keeps partial ``args``/``kwargs`` for the task(s) that run
+    first: ``kwargs`` go to ``self.kwargs["kwargs"]``, as the workflow's own kwargs
+    describe its structure.
+    """
 
-    partial = clone
+    def _add_partial(self, args: Any, kwargs: dict | None) -> None:
+        if args:
+            self["args"] = list(args) + list(self.args)
+        if kwargs:
+            self.kwargs["kwargs"] = {**(self.kwargs.get("kwargs") or {}), **kwargs}
 
     def partial_args(self, args: Any, kwargs: dict | None) -> tuple[list, dict]:
         """Call-time ``args``/``kwargs`` combined with the partial ones (unless immutable)."""
@@ -237,6 +239,28 @@ class Composite(Signature):
     @property
     def type(self) -> Any:
         raise TypeError(f"{type(self).__name__} is a workflow, not a task: it has no task type.")
+
+
+class TaskListComposite(Composite):
+    """A workflow whose kwargs hold a list of signatures, ``tasks``: chain and group."""
+
+    if TYPE_CHECKING:  # both take their members as ``*tasks`` (or one iterable)
+
+        def __init__(self, *tasks: Any, **options: Any) -> None: ...
+
+    @classmethod
+    def from_dict(cls, d: dict, task_obj: Any = None) -> Self:
+        kwargs = dict(d.get("kwargs") or {})
+        tasks = [signature_from_dict(t) for t in kwargs.pop("tasks", None) or []]
+        sig = cls(tasks, **dict(d.get("options") or {}))
+        sig["args"] = list(d.get("args") or [])
+        sig.kwargs.update(kwargs)
+        sig["immutable"] = bool(d.get("immutable"))
+        return sig
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return self.kwargs["tasks"]
 
 
 # -- transactions ---------------------------------------------------------------------------

@@ -14,10 +14,9 @@ from ..canvas import Signature, signature_from_dict
 from .base import (
     LINEAGE_OPTIONS,
     TERMINAL_OPTIONS,
-    Composite,
+    TaskListComposite,
     as_list,
     as_signatures,
-    current_parent,
     current_root,
     failed_result,
     first_failure,
@@ -26,6 +25,7 @@ from .base import (
     kind,
     link_parent,
     pop_options,
+    set_lineage,
     set_terminal,
     single_terminal,
     split_tasks_arg,
@@ -43,7 +43,16 @@ def _unrollable(sig: Signature) -> bool:
     )
 
 
-class chain(Composite):  # noqa: N801 - Celery's name
+def _spread_callbacks(steps: list[Signature], links: Any, errbacks: Any) -> None:
+    """Errbacks go to every step (any may fail); callbacks to the last (the chain's value)."""
+    for eb in as_list(errbacks):
+        for step in steps:
+            step.link_error(eb)
+    for cb in as_list(links):
+        steps[-1].link(cb)
+
+
+class chain(TaskListComposite):  # noqa: N801 - Celery's name
     """``chain(a, b, c)`` or ``a | b | c``; ``chain(...)()`` returns the last task's result,
     whose ``.parent`` links lead back to the first."""
 
@@ -57,20 +66,6 @@ class chain(Composite):  # noqa: N801 - Celery's name
         Signature.__init__(
             self, "celery.chain", (), {"tasks": steps}, options=options, subtask_type="chain"
         )
-
-    @classmethod
-    def from_dict(cls, d: dict, task_obj: Any = None) -> chain:
-        kwargs = dict(d.get("kwargs") or {})
-        tasks = [signature_from_dict(t) for t in kwargs.pop("tasks", None) or []]
-        sig = cls(tasks, **dict(d.get("options") or {}))
-        sig["args"] = list(d.get("args") or [])
-        sig.kwargs.update(kwargs)
-        sig["immutable"] = bool(d.get("immutable"))
-        return sig
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs["tasks"]
 
     def unchain_tasks(self) -> list[Signature]:
         return [t.clone() for t in self.tasks]
@@ -89,11 +84,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
                 if inner:
                     args, kwargs = sig.partial_args((), {})
                     first = inner[0].clone(args, kwargs) if (args or kwargs) else inner[0]
-                    for eb in as_list(sig.options.get("link_error")):
-                        for step in inner:
-                            step.link_error(eb)
-                    for cb in as_list(sig.options.get("link")):
-                        inner[-1].link(cb)
+                    _spread_callbacks(inner, sig.options.get("link"), sig.options.get("link_error"))
                     stack.extend(reversed([first, *inner[1:]]))
                 continue
             flat.append(sig)
@@ -126,11 +117,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
         if args or kwargs:
             steps[0] = steps[0].clone(args, kwargs)
         terminal = pop_options(opts, TERMINAL_OPTIONS)
-        for eb in as_list(opts.pop("link_error", None)):
-            for step in steps:
-                step.link_error(eb)
-        for cb in as_list(opts.pop("link", None)):
-            steps[-1].link(cb)
+        _spread_callbacks(steps, opts.pop("link", None), opts.pop("link_error", None))
         if terminal.get("chord"):
             steps[-1] = single_terminal(steps[-1])
         set_terminal(steps[-1], **terminal)
@@ -141,10 +128,7 @@ class chain(Composite):  # noqa: N801 - Celery's name
             result = step.freeze(root_id=root)
             link_parent(result, results[-1] if results else None)
             results.append(result)
-        opts["root_id"] = root
-        parent = current_parent(lineage.get("parent_id"))
-        if parent:
-            opts["parent_id"] = parent
+        set_lineage(opts, root, lineage.get("parent_id"))
         return steps, opts, results
 
     def freeze(

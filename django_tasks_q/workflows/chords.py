@@ -21,7 +21,6 @@ from .base import (
     as_list,
     as_signature,
     atomic_with_broker,
-    current_parent,
     current_root,
     failed_result,
     first_failure,
@@ -30,6 +29,7 @@ from .base import (
     kind,
     link_parent,
     pop_options,
+    set_lineage,
     set_terminal,
     single_terminal,
     uncommitted_counter_alias,
@@ -158,10 +158,7 @@ class chord(Composite):  # noqa: N801 - Celery's name
             set_terminal(member, chord=body, group_id=gid, group_index=i, ignore_result=False)
         header_result = header.freeze(root_id=root)
         link_parent(body_result, header_result)
-        opts["root_id"] = root
-        parent = current_parent(lineage.get("parent_id"))
-        if parent:
-            opts["parent_id"] = parent
+        set_lineage(opts, root, lineage.get("parent_id"))
         return {
             "header": header, "body": body, "args": args, "kwargs": kwargs, "opts": opts,
             "header_result": header_result, "body_result": body_result,
@@ -176,6 +173,7 @@ class chord(Composite):  # noqa: N801 - Celery's name
         """Record the chord in the result store, then send every header member."""
         if is_eager():
             return self.apply(args, kwargs, **options)
+        from ..bulk import publishing_batch
         from ..results import get_store
 
         p = self._prepare(args, kwargs, options)
@@ -187,8 +185,9 @@ class chord(Composite):  # noqa: N801 - Celery's name
         result_ids = [r.id for r in p["header_result"].results]
 
         def send_members() -> None:
-            for member in members:
-                member.apply_async(p["args"], p["kwargs"], **opts)
+            with publishing_batch():  # one pipeline / transaction for the header
+                for member in members:
+                    member.apply_async(p["args"], p["kwargs"], **opts)
 
         with atomic_with_broker():  # counter and members commit together on django://
             get_store().chord_init(header.id, len(members), dict(body), result_ids)

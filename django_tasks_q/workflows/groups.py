@@ -8,14 +8,14 @@ from ..canvas import Signature, signature_from_dict
 from ..message import new_id
 from .base import (
     LINEAGE_OPTIONS,
-    Composite,
+    TaskListComposite,
     as_list,
     as_signatures,
-    current_parent,
     current_root,
     first_leaf_id,
     is_eager,
     pop_options,
+    set_lineage,
     split_tasks_arg,
 )
 
@@ -26,7 +26,7 @@ LINK_MESSAGE = (
 )
 
 
-class group(Composite):  # noqa: N801 - Celery's name
+class group(TaskListComposite):  # noqa: N801 - Celery's name
     """``group(add.s(i, i) for i in range(10))``: every member runs in parallel."""
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
@@ -45,20 +45,6 @@ class group(Composite):  # noqa: N801 - Celery's name
             options=options,
             subtask_type="group",
         )
-
-    @classmethod
-    def from_dict(cls, d: dict, task_obj: Any = None) -> group:
-        kwargs = dict(d.get("kwargs") or {})
-        tasks = [signature_from_dict(t) for t in kwargs.pop("tasks", None) or []]
-        sig = cls(tasks, **dict(d.get("options") or {}))
-        sig["args"] = list(d.get("args") or [])
-        sig.kwargs.update(kwargs)
-        sig["immutable"] = bool(d.get("immutable"))
-        return sig
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return self.kwargs["tasks"]
 
     def link(self, callback: Signature) -> Signature:
         raise TypeError(LINK_MESSAGE)
@@ -109,11 +95,7 @@ class group(Composite):  # noqa: N801 - Celery's name
         root = current_root(lineage.get("root_id")) or (
             first_leaf_id(sig.tasks[0]) if sig.tasks else None
         )
-        if root:
-            opts["root_id"] = root
-        parent = current_parent(lineage.get("parent_id"))
-        if parent:
-            opts["parent_id"] = parent
+        set_lineage(opts, root, lineage.get("parent_id"))
         return sig, args, kwargs, opts
 
     # -- calling --------------------------------------------------------------------------
@@ -126,14 +108,16 @@ class group(Composite):  # noqa: N801 - Celery's name
         if continuation or outer_chord:
             return self._as_chord(continuation).apply_async(args, kwargs, **options)
         options.pop("chord", None)
+        from ..bulk import publishing_batch
         from ..groupresult import GroupResult
 
         sig, args, kwargs, opts = self._prepare(args, kwargs, options)
         gid = sig.options["task_id"]
         results = []
-        for i, member in enumerate(sig.tasks):
-            member.freeze(group_id=gid, group_index=i, root_id=opts.get("root_id"))
-            results.append(member.apply_async(args, kwargs, **opts))
+        with publishing_batch():  # the members go out in one pipeline / transaction
+            for i, member in enumerate(sig.tasks):
+                member.freeze(group_id=gid, group_index=i, root_id=opts.get("root_id"))
+                results.append(member.apply_async(args, kwargs, **opts))
         return GroupResult(gid, results)
 
     def apply(self, args: Any = None, kwargs: dict | None = None, **options: Any) -> Any:
