@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -83,7 +83,8 @@ def json_flag(flag: str, value: str | None, kind: type, example: str) -> Any:
 
 
 def _kind_name(kind: type) -> str:
-    return {list: "list", dict: "object"}.get(kind, kind.__name__)
+    names: dict[type, str] = {list: "list", dict: "object"}
+    return names.get(kind, kind.__name__)
 
 
 def iso_datetime(flag: str, value: str) -> datetime:
@@ -103,13 +104,17 @@ def iso_datetime(flag: str, value: str) -> datetime:
     return parsed
 
 
-def non_negative(flag: str, value: float | None) -> float | None:
+#: a number of seconds, or None when the flag was not given
+Seconds = TypeVar("Seconds", bound=float | None)
+
+
+def non_negative(flag: str, value: Seconds) -> Seconds:
     if value is not None and value < 0:
         raise usage_error(f"{flag} must be >= 0 seconds, got {value}")
     return value
 
 
-def positive(flag: str, value: float | None) -> float | None:
+def positive(flag: str, value: Seconds) -> Seconds:
     if value is not None and value <= 0:
         raise usage_error(f"{flag} must be > 0 seconds, got {value}")
     return value
@@ -124,6 +129,11 @@ def split_names(values: list[str] | None) -> list[str] | None:
     if not names:
         raise usage_error("-Q/--queues needs at least one queue name, e.g. -Q default,images")
     return list(dict.fromkeys(names))
+
+
+def count_of(n: int, noun: str) -> str:
+    """``"1 worker"``, ``"3 workers"``: ``n`` and the noun, plural unless ``n`` is 1."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def one_line(value: Any, limit: int = 200) -> str:

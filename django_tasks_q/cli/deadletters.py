@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .base import Context, failure, non_negative, one_line, usage_error
+from .base import Context, count_of, failure, non_negative, one_line, usage_error
 
 
 class DeadLettersCommand:
@@ -65,7 +65,7 @@ class DeadLettersCommand:
                 f"  queue={r.queue or '-'}  {one_line(r.detail, 120)}"
             )
         total = DeadLetter.objects.count()
-        ctx.out(f"{len(rows)} of {total} dead letter{'s' if total != 1 else ''} shown.")
+        ctx.out(f"{len(rows)} of {count_of(total, 'dead letter')} shown.")
 
     def _replay(self, ctx: Context, options: dict[str, Any]) -> None:
         from ..deadletter import DeadLetterNotFound, replay
@@ -100,7 +100,7 @@ class DeadLettersCommand:
                 ctx.out("Nothing deleted.")
                 return
         deleted = purge_dead_letters(older_than=older)
-        ctx.success(f"Deleted {deleted} dead letter{'s' if deleted != 1 else ''}.")
+        ctx.success(f"Deleted {count_of(deleted, 'dead letter')}.")
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .base import Context, failure, iso_datetime, json_flag, non_negative, split_names, usage_error
+from .base import (
+    Context,
+    count_of,
+    failure,
+    iso_datetime,
+    json_flag,
+    non_negative,
+    split_names,
+    usage_error,
+)
 
 
 class CallCommand:
@@ -121,11 +130,7 @@ class PurgeCommand:
             if not options["force"]:
                 sizes = control.queue_sizes(queues)
                 known = [n for n in sizes.values() if n is not None]
-                what = (
-                    f"{sum(known)} waiting message{'s' if sum(known) != 1 else ''}"
-                    if known
-                    else "every waiting message"
-                )
+                what = count_of(sum(known), "waiting message") if known else "every waiting message"
                 question = f"Purge {what} from {listed}? This cannot be undone."
                 refusal = (
                     f"Refusing to purge {what} from {listed} without confirmation: stdin is not "
@@ -137,4 +142,4 @@ class PurgeCommand:
             count = control.purge(queues)
         except ControlError as exc:
             raise failure(str(exc)) from None
-        ctx.success(f"Purged {count} message{'s' if count != 1 else ''} from {listed}.")
+        ctx.success(f"Purged {count_of(count, 'message')} from {listed}.")

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from .base import EX_UNAVAILABLE, Context, failure, one_line, positive
+from .base import EX_UNAVAILABLE, Context, count_of, failure, one_line, positive
 
 INSPECT_METHODS = ("active", "reserved", "scheduled", "registered", "stats", "ping", "revoked")
 
@@ -62,7 +62,7 @@ class InspectCommand:
         if not replies:
             raise failure(f"No workers replied within {timeout}s.", EX_UNAVAILABLE)
         if not options["as_json"]:
-            ctx.out(f"{len(replies)} worker{'s' if len(replies) != 1 else ''} replied.")
+            ctx.out(f"{count_of(len(replies), 'worker')} replied.")
 
 
 def _destination(values: list[str] | None) -> list[str] | None:
@@ -95,7 +95,8 @@ def _print_reply(ctx: Context, method: str, hostname: str, reply: Any) -> None:
 
 def _describe(item: Any) -> str:
     if isinstance(item, dict):
-        request = item.get("request") if isinstance(item.get("request"), dict) else item
+        inner = item.get("request")
+        request = inner if isinstance(inner, dict) else item
         name, task_id = request.get("name") or request.get("task"), request.get("id")
         if name or task_id:
             text = f"{name}[{task_id}]"
@@ -150,7 +151,7 @@ class StatusCommand:
             )
         if not options["as_json"]:
             alive = len({w["hostname"] for w in workers})
-            ctx.out(f"{alive} worker{'s' if alive != 1 else ''} alive.")
+            ctx.out(f"{count_of(alive, 'worker')} alive.")
 
 
 def _status_rows(rows: list[Any], pongs: dict[str, Any], now: Any) -> list[dict[str, Any]]:

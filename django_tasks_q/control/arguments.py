@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 
 def destinations(destination: str | Iterable[str] | None) -> list[str] | None:
@@ -18,7 +18,16 @@ def destinations(destination: str | Iterable[str] | None) -> list[str] | None:
     return names or None
 
 
+@overload
+def check_seconds(name: str, value: Any, allow_none: Literal[False]) -> float: ...
+
+
+@overload
+def check_seconds(name: str, value: Any, allow_none: bool = True) -> float | None: ...
+
+
 def check_seconds(name: str, value: Any, allow_none: bool = True) -> float | None:
+    """``value`` as float seconds (> 0); ValueError naming ``name`` otherwise."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

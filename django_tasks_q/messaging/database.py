@@ -10,8 +10,11 @@
 * PostgreSQL consumers wait on LISTEN/NOTIFY; other databases poll.
 * Fanout exchanges write one ``BroadcastMessage`` row per publish.
 
+* Consuming runs on the thread's own persistent connection (``database_conn``),
+  which the worker's per-task ``close_old_connections`` leaves alone.
+
 Modules: ``database_channel`` (the kombu channel), ``database_sql`` (statements),
-``database_qos`` (acks),
+``database_qos`` (acks), ``database_conn`` (the consumer's own connection),
 ``database_owner`` (heartbeats), ``database_notify`` (LISTEN),
 ``database_fanout``, ``database_bindings`` and ``database_payload``.
 """
@@ -33,6 +36,7 @@ from ..conf import settings
 from . import database_notify
 from .database_bindings import SharedBindings
 from .database_channel import Channel
+from .database_conn import close_own, own_connection
 from .database_fanout import delete_expired
 from .database_owner import Heartbeat, check_liveness_settings, new_owner_id, release_dead_owners
 from .database_qos import QoS
@@ -118,9 +122,15 @@ class Transport(virtual.Transport):
             except DatabaseError:
                 logger.warning("Could not delete the consumer heartbeat row", exc_info=True)
             self.listener.close()
+            close_own(self.alias)
 
     # -- the consume loop -------------------------------------------------------
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        # On the thread's own connection: the worker closes the default one around tasks.
+        with own_connection(self.alias):
+            self._drain_events(timeout)
+
+    def _drain_events(self, timeout: float | None) -> None:
         started = time.monotonic()
         while True:
             try:

@@ -11,9 +11,10 @@ from collections import deque
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from kombu.transport import virtual
 
+from .database_conn import own_connection
 from .database_fanout import FanoutReader
 from .database_payload import ROW_KEY, to_delivery, to_row
 from .database_qos import PendingDeletes, QoS
@@ -85,10 +86,33 @@ class Channel(virtual.Channel):
             self.pending.add(row.id)
         return to_delivery(row.payload, row.id, row.delivery_count)
 
-    def _claim_size(self) -> int:
+    def _claim_size(self, freed: int = 0) -> int:
         batch = self.connection.claim_batch
         room = self.qos.can_consume_max_estimate()
-        return batch if room is None else max(1, min(batch, room))
+        return batch if room is None else max(1, min(batch, room + freed))
+
+    def claim_ahead(self, freed: int) -> int:
+        """Claim the next batch of the queue polled next, in the caller's transaction.
+
+        For a consumer that acks a batch in a transaction and then polls again: the
+        claim commits with the acks (one commit instead of two), and the rows are
+        handed out by the next poll once that transaction committed (on rollback
+        they were never ours). ``freed``: deliveries those acks will settle.
+        Returns the number of rows claimed.
+        """
+        queues = self._active_queues
+        if not queues or any(q in self._fanout for q in queues):
+            return 0  # fanout reads come first in _get; keep their order
+        queue = queues[getattr(self._cycle, "pos", 0) % len(queues)]
+        if self._buffers.get(queue):
+            return 0
+        self.connection.before_claim()
+        rows = claim(self.alias, queue, self.connection.owner, self._claim_size(freed))
+        if rows:
+            transaction.on_commit(
+                lambda: self._buffers.setdefault(queue, deque()).extend(rows), using=self.alias
+            )
+        return len(rows)
 
     def basic_consume(
         self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
@@ -107,7 +131,8 @@ class Channel(virtual.Channel):
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         try:
-            raw = self._get(queue, batch=1)  # one message, as on AMQP: hold no others back
+            with own_connection(self.alias):
+                raw = self._get(queue, batch=1)  # one message, as on AMQP: hold no others back
         except Empty:
             return None
         message = self.Message(raw, channel=self)
@@ -232,11 +257,8 @@ class Channel(virtual.Channel):
     def close(self) -> None:
         if not self.closed and self.connection is not None:
             try:
-                self.pending.flush()
-                for queue in list(self._buffers):
-                    self._release_buffer(queue)
-                for queue in list(self._temporary):
-                    self._delete(queue)
+                with own_connection(self.alias):
+                    self._settle_on_close()
             except DatabaseError:
                 logger.warning(
                     "Could not release reserved messages on close; they return to their "
@@ -244,6 +266,13 @@ class Channel(virtual.Channel):
                     exc_info=True,
                 )
         super().close()
+
+    def _settle_on_close(self) -> None:
+        self.pending.flush()
+        for queue in list(self._buffers):
+            self._release_buffer(queue)
+        for queue in list(self._temporary):
+            self._delete(queue)
 
     def forget_parent_state(self) -> None:
         """After fork: the rows this channel holds are the parent's, not ours."""

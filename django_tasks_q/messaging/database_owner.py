@@ -57,9 +57,9 @@ def release_dead_owners(alias: str | None = None, timeout: float | None = None) 
         .filter(owner__isnull=False)
         .filter(Q(owner__in=stale) | (Q(reserved_at__lt=cutoff) & ~Exists(known)))
     )
-    if not rows.exists():  # a read: on SQLite, no write lock taken every few seconds
-        return 0
-    released = sqlite_retry(alias, lambda: rows.update(owner=None, reserved_at=None))
+    released = 0
+    if rows.exists():  # a read: on SQLite, no write lock taken every few seconds
+        released = sqlite_retry(alias, lambda: rows.update(owner=None, reserved_at=None))
     if released:
         notify_all(alias)
         logger.warning(
@@ -68,6 +68,8 @@ def release_dead_owners(alias: str | None = None, timeout: float | None = None) 
             released,
             timeout,
         )
+    # Owners dead for long (their rows are released by now): forget them.
+    sqlite_retry(alias, lambda: WorkerHeartbeat.prune(alias, timeout, now()))
     return released
 
 

@@ -11,6 +11,10 @@ goes idle, every ``ack_batch`` acks, within ``ACK_FLUSH_SECONDS``, and on close.
 A crash in between redelivers those messages (at least once, never lost).
 Rows handed to ``no_ack`` consumers are deleted the same way.
 
+:meth:`QoS.delete_acked` deletes the rows of many tags in one statement inside
+the caller's transaction (the worker commits a batch's results with it); the
+tags count as acked only once that transaction committed.
+
 Every statement names our owner id too, so a row whose reservation was taken
 away (its owner was judged dead and another consumer claimed it) is left alone.
 """
@@ -22,8 +26,10 @@ import threading
 import time
 from typing import Any
 
+from django.db import transaction
 from kombu.transport import virtual
 
+from .database_conn import own_connection
 from .database_payload import ROW_KEY
 from .database_sql import delete_owned, release_owned
 
@@ -56,17 +62,34 @@ class QoS(virtual.QoS):
         elif row is not None:
             action = release_owned if requeue else delete_owned
             # On a database error the tag stays unacked (released on close) and the caller sees it.
-            done = action(self._transport.alias, [row], self._transport.owner)
+            with own_connection(self._transport.alias):
+                done = action(self._transport.alias, [row], self._transport.owner)
             self._rows.pop(delivery_tag, None)
             if not done:
-                logger.warning(
-                    "%s of message row %s came after its reservation was released "
-                    "(this consumer's heartbeat was late, or the queue was deleted); "
-                    "the message may be delivered again.",
-                    verb.capitalize(),
-                    row,
-                )
+                _late(verb, [row], 1)
         self._quick_ack(delivery_tag)
+
+    def delete_acked(self, delivery_tags: list[str]) -> None:
+        """Delete the rows of ``delivery_tags`` in the caller's transaction (one statement).
+
+        Must run inside ``transaction.atomic(using=alias)``. The rows are forgotten
+        once it commits, so a later ``ack()`` of those tags only settles them in
+        kombu; on rollback nothing changed and the tags are still unacked.
+        """
+        pairs = [(tag, self._rows[tag]) for tag in delivery_tags if tag in self._rows]
+        if not pairs:
+            return
+        alias = self._transport.alias
+        rows = [row for _, row in pairs]
+        done = delete_owned(alias, rows, self._transport.owner)
+        if done < len(rows):
+            _late("ack", rows, len(rows) - done)
+
+        def forget() -> None:
+            for tag, _ in pairs:
+                self._rows.pop(tag, None)
+
+        transaction.on_commit(forget, using=alias)
 
     def restore_unacked(self) -> list:
         """Release every unacked row of this channel; returns [] (errors are raised)."""
@@ -75,7 +98,8 @@ class QoS(virtual.QoS):
         rows = [self._rows.pop(tag) for tag in tags if tag in self._rows]
         self._delivered.clear()
         if rows:
-            release_owned(self._transport.alias, rows, self._transport.owner)
+            with own_connection(self._transport.alias):
+                release_owned(self._transport.alias, rows, self._transport.owner)
         return []
 
     def restore_unacked_once(self, stderr: Any = None) -> None:
@@ -104,6 +128,17 @@ class QoS(virtual.QoS):
         self._delivered.clear()
         self._dirty.clear()
         self._rows.clear()
+
+
+def _late(verb: str, rows: list[int], missed: int) -> None:
+    logger.warning(
+        "%s of %d of message row(s) %s came after the reservation was released "
+        "(this consumer's heartbeat was late, or the queue was deleted); "
+        "the message(s) may be delivered again.",
+        verb.capitalize(),
+        missed,
+        ", ".join(map(str, rows)),
+    )
 
 
 #: Deferred deletes older than this are flushed by the next drain_events call.
@@ -144,7 +179,8 @@ class PendingDeletes:
         if not ids:
             return
         try:
-            delete_owned(self._transport.alias, ids, self._transport.owner)
+            with own_connection(self._transport.alias):
+                delete_owned(self._transport.alias, ids, self._transport.owner)
         except BaseException:
             with self._lock:  # keep them for the next flush
                 self._ids[:0] = ids

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.db import models
+
+#: a heartbeat row silent for this many heartbeat timeouts is deleted
+PRUNE_AFTER_TIMEOUTS = 10
 
 
 class WorkerHeartbeat(models.Model):
-    """A live worker consumer. ``owner`` is the id written on claimed rows."""
+    """A live worker consumer. ``owner`` is the id written on claimed rows.
+
+    Rows are deleted when their owner stops cleanly; the rows of owners that
+    died (``SIGKILL``, a lost host) are deleted by :meth:`prune`, once their
+    messages have long been released.
+    """
 
     owner = models.CharField(max_length=255, unique=True)
     hostname = models.CharField(max_length=255)
@@ -22,6 +32,15 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+    @classmethod
+    def prune(cls, alias: str, timeout: float, now: datetime) -> int:
+        """Delete the rows of owners silent for ``PRUNE_AFTER_TIMEOUTS`` timeouts; return how many."""
+        cutoff = now - timedelta(seconds=timeout * PRUNE_AFTER_TIMEOUTS)
+        rows = cls._base_manager.using(alias).filter(last_seen__lt=cutoff)
+        if not rows.exists():  # a read: no write lock taken on every sweep
+            return 0
+        return rows.delete()[0]
 
 
 class RevokedTask(models.Model):

@@ -11,6 +11,8 @@ Not thread-safe: the engine serialises calls with its lock.
 from __future__ import annotations
 
 import logging
+import select
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -22,7 +24,13 @@ from ..messaging.connection import broker_connection, mask_url
 logger = logging.getLogger("django_tasks_q.worker")
 
 #: headers a transport adds on delivery; never copied into a re-published message
-DELIVERY_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason")
+DELIVERY_HEADERS = (
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+)
 
 
 def queue_entities(name: str) -> tuple[Exchange, Queue]:
@@ -32,7 +40,9 @@ def queue_entities(name: str) -> tuple[Exchange, Queue]:
     max_priority = next((q.max_priority for q in declared_queues() if q.name == name), None)
     exchange = Exchange(name, type="direct", durable=True)
     arguments = {"x-max-priority": max_priority} if max_priority else None
-    return exchange, Queue(name, exchange, routing_key=name, durable=True, queue_arguments=arguments)
+    return exchange, Queue(
+        name, exchange, routing_key=name, durable=True, queue_arguments=arguments
+    )
 
 
 class BrokerConsumer:
@@ -59,7 +69,10 @@ class BrokerConsumer:
     def connect(self, max_retries: int | None = None) -> None:
         def errback(exc: Exception, interval: float) -> None:
             logger.error(
-                "Cannot connect to broker %s: %s. Retrying in %.1fs.", mask_url(self.url), exc, interval
+                "Cannot connect to broker %s: %s. Retrying in %.1fs.",
+                mask_url(self.url),
+                exc,
+                interval,
             )
 
         self.connection = broker_connection(self.url)
@@ -156,6 +169,28 @@ class BrokerConsumer:
         except TimeoutError:
             return False
 
+    def has_waiting(self) -> bool:
+        """Whether a drain now would deliver at once, without another round trip or a wait.
+
+        Our Redis channel: messages left in its claim buffer (the claim took all there
+        was); ``django://``: rows claimed and not yet handed out. AMQP: the socket is
+        readable. Other transports: assume so.
+        """
+        channel = self.channel
+        buffered = getattr(channel, "_buffer", None)
+        if isinstance(buffered, deque):
+            return bool(buffered)
+        buffers = getattr(channel, "_buffers", None)  # django://: claimed rows per queue
+        if isinstance(buffers, dict):
+            return any(buffers.values())
+        sock = getattr(getattr(self.connection.connection, "transport", None), "sock", None)
+        if sock is None:
+            return True
+        try:
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def message_count(self, queue: str) -> int:
         _, kq = queue_entities(queue)
         try:
@@ -176,6 +211,51 @@ class BrokerConsumer:
     def ack(raw: Any) -> None:
         if not raw.acknowledged:
             raw.ack()
+
+    def ack_many(self, raws: list[Any], claim_next: bool = False) -> None:
+        """Ack several messages; on ``django://`` with one statement and one commit.
+
+        On ``django://`` the rows are deleted in a transaction on the worker's own
+        connection, or in the caller's transaction when there is one (``Engine.flush``
+        commits a batch's results and its acks together); the messages count as
+        acked once it commits, and stay unacked if it rolls back. ``claim_next``
+        (the caller polls right after): the same transaction also claims the next
+        batch, which the next poll hands out without a statement of its own.
+        """
+        raws = [raw for raw in raws if not raw.acknowledged]
+        alias = self.transaction_alias
+        if alias is None or not raws:
+            for raw in raws:
+                self.ack(raw)
+            return
+        from django.db import transaction
+
+        from ..messaging.database_conn import own_connection
+
+        with own_connection(alias), transaction.atomic(using=alias, savepoint=False):
+            by_channel: dict[int, list[Any]] = {}
+            for raw in raws:
+                by_channel.setdefault(id(raw.channel), []).append(raw)
+            for group in by_channel.values():
+                group[0].channel.qos.delete_acked([raw.delivery_tag for raw in group])
+            transaction.on_commit(partial(self._ack_all, raws), using=alias)
+            if claim_next and not self.paused and self.channel is not None:
+                freed = sum(1 for raw in raws if raw.channel is self.channel)
+                self.channel.claim_ahead(freed)
+
+    def _ack_all(self, raws: list[Any]) -> None:
+        for raw in raws:
+            self.ack(raw)  # the rows are gone: this only settles the tags in kombu
+
+    @property
+    def transaction_alias(self) -> str | None:
+        """The database alias of a ``django://`` connection (its acks are statements)."""
+        transport = getattr(self.connection, "transport", None)
+        return (
+            getattr(transport, "alias", None)
+            if getattr(transport, "driver_type", "") == "django"
+            else None
+        )
 
     @staticmethod
     def requeue(raw: Any) -> None:

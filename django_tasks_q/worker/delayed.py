@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import router, transaction
 from django.utils import timezone
@@ -22,6 +22,10 @@ from django.utils import timezone
 from ..deadletter import decode_body, encode_body, json_safe, restore
 from ..message import EncodedMessage
 from .consumer import DELIVERY_HEADERS
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .jobs import Job
 
 logger = logging.getLogger("django_tasks_q.worker")
 
@@ -46,16 +50,49 @@ def store_row(raw: Any, queue: str, task_id: str, task_name: str, eta: Any) -> b
         "body_encoding": body_encoding,
         "content_type": raw.content_type,
         "content_encoding": raw.content_encoding,
-        "headers": json_safe({k: v for k, v in (raw.headers or {}).items() if k not in DELIVERY_HEADERS}),
+        "headers": json_safe(
+            {k: v for k, v in (raw.headers or {}).items() if k not in DELIVERY_HEADERS}
+        ),
         "properties": json_safe(
-            {k: properties[k] for k in ("correlation_id", "reply_to", "priority") if properties.get(k) is not None}
+            {
+                k: properties[k]
+                for k in ("correlation_id", "reply_to", "priority")
+                if properties.get(k) is not None
+            }
         ),
     }
     created = DelayedMessage.objects.bulk_create(
-        [DelayedMessage(task_id=task_id, task_name=task_name, queue=queue, eta=eta, payload=payload)],
+        [
+            DelayedMessage(
+                task_id=task_id, task_name=task_name, queue=queue, eta=eta, payload=payload
+            )
+        ],
         ignore_conflicts=True,
     )
     return bool(created and created[0].pk)
+
+
+def defer(engine: Engine, job: Job) -> None:
+    """A far ETA (or too many held): into the durable delayed store, then ack the copy."""
+    from .holding import seconds_until
+
+    try:
+        if has_own_store(engine.scheme):
+            engine.consumer.republish(job.raw, job.queue)
+        else:
+            store_row(job.raw, job.queue, job.id, job.name, job.request.eta)
+    except engine.consumer.errors:
+        raise
+    except Exception:
+        logger.exception(
+            "Could not move task %s[%s] to the delayed store; holding it", job.name, job.id
+        )
+        engine.holding.hold(job, seconds_until(job.request.eta), "eta")
+        return
+    logger.debug(
+        "Task %s[%s] (eta %s) moved to the delayed store", job.name, job.id, job.request.eta
+    )
+    engine.ack(job)
 
 
 class DelayedPublisher:
@@ -74,7 +111,9 @@ class DelayedPublisher:
         with transaction.atomic(using=alias):
             qs = DelayedMessage.objects.using(alias)
             rows = list(
-                qs.select_for_update(skip_locked=True).filter(eta__lte=due).order_by("eta")[: self.batch]
+                qs.select_for_update(skip_locked=True)
+                .filter(eta__lte=due)
+                .order_by("eta")[: self.batch]
             )
             for row in rows:
                 if not qs.filter(pk=row.pk).delete()[0]:
@@ -89,7 +128,9 @@ class DelayedPublisher:
                     headers=restore(stored.get("headers") or {}),
                     properties=properties,
                 )
-                get_publisher().publish(encoded, row.queue, priority=priority if isinstance(priority, int) else None)
+                get_publisher().publish(
+                    encoded, row.queue, priority=priority if isinstance(priority, int) else None
+                )
                 published += 1
         if published:
             logger.debug("Published %d delayed message(s) that came due", published)

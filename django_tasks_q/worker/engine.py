@@ -21,7 +21,8 @@ import os
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from collections.abc import Callable
+from functools import partial
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -31,13 +32,15 @@ from django.db import close_old_connections
 from .. import states
 from ..conf import settings
 from ..events import EventDispatcher
+from ..exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from ..execution import Outcome, execute
 from ..results import get_store
 from ..serialization import accepted_types
-from . import delayed, intake, outcomes, slots
+from . import handback, intake, keptmessage, outcomes, slots
 from .consumer import BrokerConsumer
-from .holding import Holding, seconds_until
+from .holding import Holding
 from .jobs import Job
+from .recycle import recycle_reason
 from .resultbuffer import ResultBuffer
 from .timelimits import AlarmLimits, limits_for
 
@@ -52,6 +55,8 @@ AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 IDLE_WAIT = 1.0
 #: the same in burst mode, which checks the queues whenever nothing arrived
 BURST_IDLE_WAIT = 0.25
+#: after a delivery, how long to wait for the next one already claimed or on the wire
+GREEDY_WAIT = 0.0005
 
 
 class ColdShutdown(BaseException):
@@ -60,44 +65,6 @@ class ColdShutdown(BaseException):
 
 class TaskTerminated(BaseException):
     """Raised in a pool thread by ``terminate``: the task stops, its state is REVOKED."""
-
-
-def encode_raw(raw: Any, queue: str) -> bytes:
-    """A raw message as JSON bytes (what a supervisor needs to rebuild its request)."""
-    import base64
-    import json
-
-    body = raw.body
-    encoding = "utf-8"
-    if isinstance(body, bytes | bytearray | memoryview):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            body, encoding = base64.b64encode(bytes(body)).decode("ascii"), "base64"
-    properties = raw.properties or {}
-    return json.dumps(
-        {
-            "body": body,
-            "body_encoding": encoding,
-            "content_type": raw.content_type,
-            "content_encoding": raw.content_encoding,
-            "headers": raw.headers or {},
-            "properties": {k: properties.get(k) for k in ("correlation_id", "reply_to", "priority")},
-            "queue": queue,
-        },
-        default=str,
-    ).encode()
-
-
-def rss_kib() -> int:
-    """This process's resident memory in KiB."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
-    except (OSError, ValueError, IndexError):
-        import psutil
-
-        return psutil.Process().memory_info().rss // 1024
 
 
 class Engine:
@@ -121,6 +88,8 @@ class Engine:
         self.slot = slot
         self.executor = executor
         self.on_ready = on_ready
+        #: called with the engine after each (re)connection
+        self.on_connect: Callable[[Engine], None] | None = None
         self.scheme = urlparse(config.broker_url).scheme
         self.amqp = self.scheme in AMQP_SCHEMES
         self.accept = accepted_types(settings.ACCEPT_CONTENT)
@@ -128,7 +97,9 @@ class Engine:
         self.eta_horizon = float(settings.ETA_HORIZON)
         self.store = get_store()
         self.buffer = ResultBuffer(self.store)
-        self.consumer = BrokerConsumer(config.broker_url, config.queues, config.prefetch_count, self._on_message)
+        self.consumer = BrokerConsumer(
+            config.broker_url, config.queues, config.prefetch_count, partial(intake.route, self)
+        )
         self.events = EventDispatcher(None, hostname, enabled=False)
         self.ready: deque[Job] = deque()
         self.holding = Holding(config.max_held)
@@ -148,7 +119,7 @@ class Engine:
         self._limit_defaults = (config.soft_time_limit, config.time_limit)
         self._write_retry_at = 0.0
         self.idle_wait = BURST_IDLE_WAIT if config.burst else IDLE_WAIT
-        self._backoff = 0.5
+        self.backoff = 0.5
 
     # -- the interface intake.py and outcomes.py use -----------------------------------
     def refuse(self, raw: Any, queue: str, reason: str, detail: str, task_id: Any = None,
@@ -165,7 +136,11 @@ class Engine:
         try:
             return self.store.get_task_meta(task_id)["status"] in states.READY_STATES
         except Exception:
-            logger.warning("Could not read the state of redelivered task %s; running it", task_id, exc_info=True)
+            logger.warning(
+                "Could not read the state of redelivered task %s; running it",
+                task_id,
+                exc_info=True,
+            )
             return False
 
     def ack(self, job: Job) -> None:
@@ -173,82 +148,13 @@ class Engine:
             self.consumer.ack(job.raw)
             job.acked = True
 
-    # -- receiving ---------------------------------------------------------------------
-    def _on_message(self, queue: str, raw: Any) -> None:
-        job = intake.receive(self, queue, raw)
-        if job is None:
-            return
-        if self.stopping:
-            self._give_back(job)
-            return
-        eta = job.request.eta
-        if eta is not None:
-            left = seconds_until(eta)
-            if left > 0:
-                if left <= self.eta_horizon and not self.holding.full:
-                    self.holding.hold(job, left, "eta")
-                else:
-                    self._defer(job)
-                return
-        self.ready.append(job)
-
-    def _defer(self, job: Job) -> None:
-        """A far ETA (or too many held): into the durable delayed store, then ack."""
-        try:
-            if delayed.has_own_store(self.scheme):
-                self.consumer.republish(job.raw, job.queue)
-            else:
-                delayed.store_row(job.raw, job.queue, job.id, job.name, job.request.eta)
-        except self.consumer.errors:
-            raise
-        except Exception:
-            logger.exception("Could not move task %s[%s] to the delayed store; holding it", job.name, job.id)
-            self.holding.hold(job, seconds_until(job.request.eta), "eta")
-            return
-        logger.debug("Task %s[%s] (eta %s) moved to the delayed store", job.name, job.id, job.request.eta)
-        self.ack(job)
-
-    def _give_back(self, job: Job) -> None:
-        """Return a message that did not start, without counting it as a delivery."""
-        if job.acked:
-            return
-        self.consumer.republish(job.raw, job.queue)
-        self.ack(job)
-
-    def give_back_waiting(self) -> int:
-        """Hand every held and ready message back to the broker (lock held)."""
-        jobs = list(self.ready) + self.holding.take_all()
-        self.ready.clear()
-        for job in jobs:
-            self._give_back(job)
-        if jobs:
-            logger.debug("Gave %d waiting message(s) back to the broker", len(jobs))
-        return len(jobs)
-
     # -- running -----------------------------------------------------------------------
-    def _admit(self, job: Job) -> bool:
-        """Checks at the moment a job would start: revoked, expired, rate limit."""
-        from ..revocation import is_revoked
-
-        if is_revoked(job.id):
-            outcomes.revoked(self, job)
-            return False
-        expires = job.request.expires
-        if expires is not None and expires <= datetime.now(UTC):
-            outcomes.revoked(self, job, expired=True)
-            return False
-        wait = self.table.rate_wait(job.task.name)
-        if wait > 0:
-            self.holding.hold(job, wait, "rate")
-            return False
-        return True
-
     def next_job(self) -> Job | None:
         for job in self.holding.pop_due():
             self.ready.append(job)
         while self.ready:
             job = self.ready.popleft()
-            if self._admit(job):
+            if intake.admit(self, job):
                 return job
         return None
 
@@ -260,20 +166,13 @@ class Engine:
             self.ack(job)
         soft, hard = limits_for(job, self.table, self._limit_defaults)
         if self.slot is not None:
-            message = job.request.message
             self.slot.begin(
                 job.id, job.name, acks_late=job.acks_late,
                 reject_on_worker_lost=bool(job.task.reject_on_worker_lost),
-                hard_deadline=(job.started + hard) if hard else 0.0,
-                info={
-                    "argsrepr": (getattr(message, "argsrepr", None) or repr(job.request.args))[:300],
-                    "kwargsrepr": (getattr(message, "kwargsrepr", None) or repr(job.request.kwargs))[:300],
-                    "routing_key": job.request.delivery_info.get("routing_key"),
-                    "redelivered": job.request.redelivered,
-                },
+                hard_deadline=(job.started + hard) if hard else 0.0, info=job.slot_info(),
             )  # fmt: skip
             if hard or job.request.errbacks or job.request.chord:
-                self.slot.keep_message(job.id, encode_raw(job.raw, job.queue))
+                self.slot.keep_message(job.id, keptmessage.encode(job.raw, job.queue))
         self.events.send("task-started", uuid=job.id, pid=os.getpid())
         return soft, hard
 
@@ -309,6 +208,8 @@ class Engine:
                 self._alarm.arm(soft, hard)
             try:
                 outcome = self.run_task(job)
+            except (SoftTimeLimitExceeded, TimeLimitExceeded) as exc:  # landed in its finally
+                outcome = outcomes.escaped(job, exc, self.buffer)
             finally:
                 if self._alarm is not None:
                     self._alarm.disarm()
@@ -322,33 +223,44 @@ class Engine:
     def _check_recycle(self) -> None:
         if self.slot is None or self.stopping:
             return
-        limit = self.config.max_tasks_per_child
-        if limit and self.processed >= limit:
-            logger.info("Process %d ran %d tasks (max-tasks-per-child): recycling", os.getpid(), self.processed)
-            self.request_stop(slots.EXIT_MAX_TASKS)
-            return
-        memory = self.config.max_memory_per_child
-        if memory:
-            used = rss_kib()
-            if used > memory:
-                logger.info(
-                    "Process %d uses %d KiB, over max-memory-per-child=%d: recycling", os.getpid(), used, memory
-                )
-                self.request_stop(slots.EXIT_MAX_MEMORY)
+        reason = recycle_reason(self.config, self.processed)
+        if reason is not None:
+            self.request_stop(reason)
 
     # -- writes and acks ---------------------------------------------------------------
     def flush(self) -> None:
-        """Write buffered results, then ack their messages (lock held)."""
+        """Write buffered results, then ack their messages (lock held).
+
+        On ``django://`` with results in the same database, the writes and the acks
+        commit in one transaction: both happen, or neither (the messages are then
+        redelivered).
+        """
         if not len(self.buffer) or time.monotonic() < self._write_retry_at:
             return
+        alias = self.consumer.transaction_alias
+        together = alias if alias is not None and alias == self.buffer.alias else None
+        # The consuming thread, with nothing left to run, polls next: claim with the acks.
+        polls_next = (
+            not self.ready
+            and self.busy_since is None
+            and self.executor is None
+            and not self.stopping
+        )
+        pending: list[Job] = []
         try:
-            jobs = self.buffer.take_ackable()
+            with self.buffer.settle(atomic_with=together) as jobs:
+                pending = [job for job in jobs if not job.acked]
+                self.consumer.ack_many([job.raw for job in pending], claim_next=polls_next)
+        except self.consumer.errors:
+            raise  # the broker (or, with ``together``, its database): reconnect
         except Exception:
-            logger.exception("Could not write task results; retrying in 1s (their messages stay unacked)")
+            logger.exception(
+                "Could not write task results; retrying in 1s (their messages stay unacked)"
+            )
             self._write_retry_at = time.monotonic() + 1.0
             return
-        for job in jobs:
-            self.ack(job)
+        for job in pending:
+            job.acked = True
 
     # -- control -----------------------------------------------------------------------
     def request_stop(self, reason: int = slots.EXIT_STOP) -> None:
@@ -391,31 +303,14 @@ class Engine:
             if queue not in wanted and self.consumer.cancel_queue(queue):
                 logger.info("No longer consuming from queue %r", queue)
 
-    def snapshot(self) -> dict[str, Any]:
-        """What this process runs, holds and waits on (safe from any thread)."""
-        active = list(self.active.values())
-        ready = list(self.ready)
-        return {
-            "pid": os.getpid(),
-            "active": [{**j.summary(), "worker_pid": os.getpid()} for j in active],
-            "reserved": [j.summary() for j in ready + self.holding.jobs("rate")],
-            "scheduled": [
-                {
-                    "eta": j.request.eta.isoformat() if j.request.eta else None,
-                    "priority": j.request.delivery_info.get("priority"),
-                    "request": j.summary(),
-                }
-                for j in self.holding.jobs("eta")
-            ],
-            "processed": self.processed,
-            "totals": dict(self.totals),
-            "queues": list(self.consumer.queues),
-        }
-
     # -- the loop ----------------------------------------------------------------------
     def connect(self) -> None:
         self.consumer.connect()
-        self.events = EventDispatcher(self.consumer.connection, self.hostname, enabled=self.config.events)
+        self.events = EventDispatcher(
+            self.consumer.connection, self.hostname, enabled=self.config.events
+        )
+        if self.on_connect is not None:
+            self.on_connect(self)
 
     def run(self) -> int:
         """Consume until stopped (or idle in burst mode); return the exit reason."""
@@ -433,26 +328,16 @@ class Engine:
                         if self._loop():
                             break
                     except self.consumer.errors as exc:
-                        self._reconnect(exc)
+                        handback.reconnect(self, exc)
             except ColdShutdown:
-                self._cold()
+                handback.cold_stop(self)
             finally:
-                self._close()
+                handback.close(self)
         return self.exit_reason
 
-    def _cold(self) -> None:
-        """Cold stop in this process: requeue what runs (acks late), record what is lost."""
-        from ..exceptions import WorkerLostError
-
-        self.exit_reason = slots.EXIT_STOP
-        for job in list(self.active.values()):
-            if not job.acked:
-                self.consumer.requeue(job.raw)
-                job.acked = True
-            else:
-                exc = WorkerLostError(f"Cold shutdown interrupted task {job.name}[{job.id}] (acked early)")
-                self.store.store_result(job.id, exc, states.LOST, request=job.request)
-        self.active.clear()
+    def uninstall_alarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.uninstall()
 
     def _loop(self) -> bool:
         """One pass; True when the engine should exit."""
@@ -460,7 +345,7 @@ class Engine:
         if self.stopping:
             if not self.consumer.paused:
                 self.consumer.pause()
-            self.give_back_waiting()
+            handback.give_back_waiting(self)
             if self.executor is not None:
                 self.executor.collect(self, block=bool(self.active))
             self.flush()
@@ -469,7 +354,7 @@ class Engine:
             return self.executor.step(self)
         job = self.next_job()
         if job is not None:
-            self._backoff = 0.5
+            self.backoff = 0.5
             self._run_inline(job)
             if not self.ready or self.buffer.due():
                 self.flush()
@@ -477,40 +362,39 @@ class Engine:
         self.flush()
         wait = self.holding.next_due()
         got = self.consumer.drain(self.idle_wait if wait is None else min(wait, self.idle_wait))
+        if got:
+            self._take_waiting()
         return not got and self.burst_done()
 
+    def _take_waiting(self) -> None:
+        """After one delivery, take what else is already claimed or on the wire (up to prefetch).
+
+        Only what is there now: waiting for more would add a claim and a blocking read
+        to every task's latency when the queue is nearly empty.
+
+        The batch's results are then written in one call and its acks sent together.
+        """
+        limit = self.config.prefetch_count
+        consumer = self.consumer
+        while (
+            not self.stopping
+            and len(self.ready) < limit
+            and consumer.has_waiting()
+            and consumer.drain(GREEDY_WAIT)
+        ):
+            pass
+
     def burst_done(self) -> bool:
-        if not self.config.burst or self.ready or len(self.holding) or self.active or len(self.buffer):
+        if (
+            not self.config.burst
+            or self.ready
+            or len(self.holding)
+            or self.active
+            or len(self.buffer)
+        ):
             return False
         if any(self.consumer.message_count(q) for q in self.consumer.queues):
             return False
         logger.info("Queues %s are empty: burst run done", ", ".join(self.consumer.queues))
         self.exit_reason = slots.EXIT_BURST
         return True
-
-    def _reconnect(self, exc: BaseException) -> None:
-        logger.error("Lost the broker connection (%r); reconnecting. Unacked messages return to their queues.", exc)
-        self.ready.clear()
-        self.holding.take_all()
-        try:
-            self.buffer.take_ackable()  # results are written; their acks died with the channel
-        except Exception:
-            logger.exception("Could not write task results after losing the broker")
-        self.consumer.close()
-        time.sleep(self._backoff)
-        self._backoff = min(self._backoff * 2, 5.0)
-        self.connect()
-
-    def _close(self) -> None:
-        try:
-            self.flush()
-            self.give_back_waiting()
-        except Exception:
-            logger.exception("Could not settle every message before exiting")
-        self.events.close()
-        self.consumer.close()
-        if self._alarm is not None:
-            self._alarm.uninstall()
-        if self.slot is not None:
-            self.slot.set_state(slots.EXITING, exit_reason=self.exit_reason)
-        self.finished.set()

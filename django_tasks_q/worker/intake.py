@@ -10,12 +10,17 @@ acked: the worker stays up and the message is not redelivered forever.
 * a task name no module registered;
 * arguments that do not fit the function;
 * delivered more than ``MAX_DELIVERIES`` times (the task keeps killing workers).
+
+A job then becomes ready, or is held (a near ETA), or goes to the delayed store
+(a far one): :func:`route`. When its turn comes, :func:`admit` checks it was not
+revoked, has not expired and is within its rate limit.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import signals, states
@@ -30,6 +35,8 @@ from ..exceptions import (
 from ..message import Message
 from ..registry import tasks
 from ..request import Request
+from . import delayed, outcomes
+from .holding import seconds_until
 from .jobs import Job
 
 if TYPE_CHECKING:
@@ -111,7 +118,15 @@ def receive(engine: Engine, queue: str, raw: Any) -> Job | None:
             f"Received unregistered task {message.task!r} (id {message.id}). Is the module "
             "that defines it in an installed app's tasks.py, and is this worker's code up to date?"
         )
-        engine.refuse(raw, queue, "unknown_task", detail, message.id, message.task, NotRegistered(message.task))
+        engine.refuse(
+            raw,
+            queue,
+            "unknown_task",
+            detail,
+            message.id,
+            message.task,
+            NotRegistered(message.task),
+        )
         return None
 
     redelivered = bool((raw.delivery_info or {}).get("redelivered"))
@@ -139,13 +154,17 @@ def receive(engine: Engine, queue: str, raw: Any) -> Job | None:
         engine.settle_without_running(job, states.FAILURE, exc)
         return None
     if count > 1 and engine.already_done(message.id):
-        logger.info("Task %s[%s] redelivered after it finished; acked, not run again", task.name, message.id)
+        logger.info(
+            "Task %s[%s] redelivered after it finished; acked, not run again", task.name, message.id
+        )
         on_redelivered_finished(task, request, engine.store)  # its chord may not have counted it
         engine.ack(job)
         return None
     problem = check_call(task, message.args, message.kwargs) if task.typing else None
     if problem is not None:
-        engine.refuse(raw, queue, "bad_arguments", problem, message.id, task.name, TypeError(problem), request)
+        engine.refuse(
+            raw, queue, "bad_arguments", problem, message.id, task.name, TypeError(problem), request
+        )
         return None
 
     signals.task_received.send(sender=task, request=request)
@@ -159,3 +178,41 @@ def receive(engine: Engine, queue: str, raw: Any) -> Job | None:
     if engine.debug:
         logger.debug("Received task %s[%s] from %s", task.name, message.id, queue)
     return job
+
+
+def route(engine: Engine, queue: str, raw: Any) -> None:
+    """The consumer's callback: a received message becomes ready, held, deferred or refused."""
+    job = receive(engine, queue, raw)
+    if job is None:
+        return
+    if engine.stopping:  # given back once receiving has stopped (never from in here)
+        engine.ready.append(job)
+        return
+    eta = job.request.eta
+    if eta is not None:
+        left = seconds_until(eta)
+        if left > 0:
+            if left <= engine.eta_horizon and not engine.holding.full:
+                engine.holding.hold(job, left, "eta")
+            else:
+                delayed.defer(engine, job)
+            return
+    engine.ready.append(job)
+
+
+def admit(engine: Engine, job: Job) -> bool:
+    """Checks at the moment a job would start: revoked, expired, over its rate limit."""
+    from ..revocation import is_revoked
+
+    if is_revoked(job.id):
+        outcomes.revoked(engine, job)
+        return False
+    expires = job.request.expires
+    if expires is not None and expires <= datetime.now(UTC):
+        outcomes.revoked(engine, job, expired=True)
+        return False
+    wait = engine.table.rate_wait(job.task.name)
+    if wait > 0:
+        engine.holding.hold(job, wait, "rate")
+        return False
+    return True

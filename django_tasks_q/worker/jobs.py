@@ -46,7 +46,9 @@ class Job:
             "kwargsrepr": getattr(message, "kwargsrepr", None),
             "type": self.task.name,
             "hostname": request.hostname,
-            "time_start": None if self.started is None else time.time() - (time.monotonic() - self.started),
+            "time_start": None
+            if self.started is None
+            else time.time() - (time.monotonic() - self.started),
             "acknowledged": self.acked,
             "delivery_info": {
                 "exchange": request.delivery_info.get("exchange"),
@@ -56,4 +58,14 @@ class Job:
             },
             "eta": request.eta.isoformat() if request.eta else None,
             "retries": request.retries,
+        }
+
+    def slot_info(self) -> dict[str, Any]:
+        """What the prefork supervisor shows of this job while it runs (``inspect active``)."""
+        message = self.request.message
+        return {
+            "argsrepr": (getattr(message, "argsrepr", None) or repr(self.request.args))[:300],
+            "kwargsrepr": (getattr(message, "kwargsrepr", None) or repr(self.request.kwargs))[:300],
+            "routing_key": self.request.delivery_info.get("routing_key"),
+            "redelivered": self.request.redelivered,
         }

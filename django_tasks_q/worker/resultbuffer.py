@@ -9,6 +9,11 @@ Anything else the tracer asks of the store (chord counters, reads) first writes
 what is buffered, then goes to the real store: a chord body never looks for a
 result still in memory. ``STARTED`` is written at once, so a long task shows as
 started while it runs.
+
+With the ``django-db`` store the writes run on the worker's own connection
+(``messaging/database_conn.py``), which the per-task ``close_old_connections``
+does not close; :meth:`ResultBuffer.settle` lets the caller ack the batch in the
+same transaction as its results when the broker is ``django://`` on that database.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from .. import states
@@ -30,6 +37,8 @@ class ResultBuffer:
 
     def __init__(self, store: Any, max_items: int = 200, max_age: float = 0.002) -> None:
         self.store = store
+        #: the database alias the store writes to (``django-db``), else None
+        self.alias: str | None = getattr(store, "database_alias", lambda: None)()
         self.max_items = max_items
         self.max_age = max_age
         self._items: list[StoreItem] = []
@@ -91,12 +100,18 @@ class ResultBuffer:
 
     def write(self) -> None:
         """Write buffered results; their jobs become ackable (see :meth:`take_ackable`)."""
+        from ..messaging.database_conn import own_connection
+
         with self._lock:
             items, self._items = self._items, []
             if not items:
                 return
             try:
-                self.store.store_many(items)
+                if self.alias is None:
+                    self.store.store_many(items)
+                else:
+                    with own_connection(self.alias):
+                        self.store.store_many(items)
             except Exception:
                 self._items = items + self._items  # keep them: the next write retries
                 raise
@@ -108,3 +123,31 @@ class ResultBuffer:
             jobs, self._jobs = self._jobs, []
             return jobs
 
+    @contextmanager
+    def settle(self, atomic_with: str | None = None) -> Iterator[list[Any]]:
+        """Write what is buffered, then yield the jobs whose messages may now be acked.
+
+        ``atomic_with``: a database alias; the writes and the caller's block (its
+        acks) then run in one transaction there. When the write or the block
+        raises, the results and jobs stay buffered for the next call.
+        """
+        from django.db import transaction
+
+        from ..messaging.database_conn import own_connection
+
+        with self._lock:
+            items, jobs = self._items, self._jobs
+            self._items, self._jobs = [], []
+            try:
+                with ExitStack() as stack:
+                    for alias in dict.fromkeys(a for a in (self.alias, atomic_with) if a):
+                        stack.enter_context(own_connection(alias))
+                    if atomic_with is not None:
+                        stack.enter_context(transaction.atomic(using=atomic_with))
+                    if items:
+                        self.store.store_many(items)
+                    yield jobs
+            except BaseException:
+                self._items = items + self._items  # the next call writes (and acks) them again
+                self._jobs = jobs + self._jobs
+                raise

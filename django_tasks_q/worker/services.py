@@ -5,6 +5,8 @@
   workers without an event consumer (``--without-heartbeat`` turns it off). The
   broker transports keep their own per-connection rows for dead-owner detection;
   this row owns no message.
+* deleting the heartbeat rows of workers and consumers silent for ten heartbeat
+  timeouts (a ``SIGKILL`` leaves its row behind);
 * a ``worker-heartbeat`` event with ``-E``;
 * publishing due ``DelayedMessage`` rows on brokers without a delayed store.
 
@@ -21,7 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, router
 from django.utils import timezone
 
 from .. import __version__
@@ -46,6 +48,7 @@ class Services:
         self.interval = float(settings.HEARTBEAT_INTERVAL)
         self._next_beat = 0.0
         self._next_delayed = 0.0
+        self._next_prune = 0.0
         self._delayed = None if has_own_store(worker.scheme) else DelayedPublisher()
 
     def tick(self) -> None:
@@ -67,6 +70,7 @@ class Services:
             stats = worker.brief_stats()
             try:
                 write_heartbeat(worker, stats)
+                self._prune()
             except DatabaseError as exc:
                 logger.warning("Could not write the worker heartbeat row: %r", exc)
         if worker.events.enabled:
@@ -76,6 +80,17 @@ class Services:
                 sw_sys=platform.system(), active=stats.get("active", 0), processed=stats.get("processed", 0),
                 loadavg=list(os.getloadavg()),
             )  # fmt: skip
+
+    def _prune(self) -> None:
+        """Now and then, delete the rows of workers that died long ago (any broker)."""
+        from ..models import WorkerHeartbeat
+
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        timeout = float(settings.HEARTBEAT_TIMEOUT)
+        self._next_prune = now + timeout
+        WorkerHeartbeat.prune(router.db_for_write(WorkerHeartbeat), timeout, timezone.now())
 
     def stop(self) -> None:
         if self.worker.config.without_heartbeat:

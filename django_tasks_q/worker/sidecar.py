@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from django.db import connections
 
-from . import slots
+from . import handback, slots
+from .inspection import engine_report
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -57,7 +58,7 @@ class Sidecar(threading.Thread):
                 cold_exit(engine)
             request_id = slot.pending_report()
             if request_id:
-                slot.write_report(request_id, engine.snapshot())
+                slot.write_report(request_id, engine_report(engine))
             if slot.stop_requested() and not engine.stopping:
                 engine.request_stop()
         since = engine.busy_since
@@ -76,7 +77,7 @@ class Sidecar(threading.Thread):
                 if not engine.consumer.paused:
                     engine.consumer.pause()
                     engine.consumer.drain(0.05)  # deliveries already on the wire
-                engine.give_back_waiting()
+                handback.give_back_waiting(engine)
         finally:
             engine.lock.release()
 

@@ -32,13 +32,20 @@ _REPORT_HEAD = struct.Struct("<I")
 REPORT_SIZE = 32 * 1024
 _MESSAGE_HEAD = struct.Struct("<64sI")  # task id, length
 MESSAGE_SIZE = 32 * 1024
-SLOT_SIZE = _RUN.size + _CONTROL.size + _REPORT_HEAD.size + REPORT_SIZE + _MESSAGE_HEAD.size + MESSAGE_SIZE
+_LEASES_HEAD = struct.Struct("<QI")  # generation (odd while written), length
+LEASES_SIZE = 2048
+SLOT_SIZE = (
+    _RUN.size + _CONTROL.size + _REPORT_HEAD.size + REPORT_SIZE + _MESSAGE_HEAD.size + MESSAGE_SIZE
+    + _LEASES_HEAD.size + LEASES_SIZE
+)  # fmt: skip
 
 STARTING, IDLE, BUSY, EXITING = 0, 1, 2, 3
 #: kill-byte value asking a child for a cold stop (requeue and exit now)
 COLD = 255
 #: why a child exited on its own
-EXIT_NONE, EXIT_STOP, EXIT_MAX_TASKS, EXIT_MAX_MEMORY, EXIT_BURST, EXIT_SHRINK, EXIT_ERROR = range(7)
+EXIT_NONE, EXIT_STOP, EXIT_MAX_TASKS, EXIT_MAX_MEMORY, EXIT_BURST, EXIT_SHRINK, EXIT_ERROR = range(
+    7
+)
 EXIT_REASONS = {
     EXIT_NONE: "died",
     EXIT_STOP: "stopped",
@@ -99,6 +106,7 @@ class Slot:
         self._control = offset + _RUN.size
         self._report = self._control + _CONTROL.size
         self._message = self._report + _REPORT_HEAD.size + REPORT_SIZE
+        self._leases = self._message + _MESSAGE_HEAD.size + MESSAGE_SIZE
 
     # -- child side --------------------------------------------------------------------
     def _update(self, changes: dict[int, Any]) -> None:
@@ -177,6 +185,19 @@ class Slot:
         start = self._message + _MESSAGE_HEAD.size
         return bytes(self.buf[start : start + size])
 
+    def set_leases(self, leases: list[tuple[str, int]]) -> None:
+        """The broker owners this child holds, as ``(owner, ttl ms)`` (``worker/leases.py``)."""
+        leases = list(leases)
+        data = json.dumps(leases).encode()
+        while len(data) > LEASES_SIZE:  # never in practice: a child holds one owner
+            leases.pop()
+            data = json.dumps(leases).encode()
+        gen = _LEASES_HEAD.unpack_from(self.buf, self._leases)[0]
+        _LEASES_HEAD.pack_into(self.buf, self._leases, gen + 1, 0)
+        start = self._leases + _LEASES_HEAD.size
+        self.buf[start : start + len(data)] = data
+        _LEASES_HEAD.pack_into(self.buf, self._leases, gen + 2, len(data))
+
     def stop_requested(self) -> bool:
         return bool(self.buf[self._control])
 
@@ -204,6 +225,7 @@ class Slot:
         _RUN.pack_into(self.buf, self.offset, *([0] * 11), b"", b"", 0, b"")
         _CONTROL.pack_into(self.buf, self._control, 0, 0, 0, 0)
         _MESSAGE_HEAD.pack_into(self.buf, self._message, b"", 0)
+        _LEASES_HEAD.pack_into(self.buf, self._leases, 0, 0)
 
     def read(self) -> SlotState:
         values = _RUN.unpack_from(self.buf, self.offset)
@@ -237,6 +259,18 @@ class Slot:
             task_name=_text(values[_TASK_NAME]),
             info=info,
         )
+
+    def leases(self) -> list[tuple[str, int]]:
+        """What :meth:`set_leases` wrote last (empty if a write never finished)."""
+        for _ in range(1000):
+            gen, size = _LEASES_HEAD.unpack_from(self.buf, self._leases)
+            if gen % 2:
+                continue
+            start = self._leases + _LEASES_HEAD.size
+            data = bytes(self.buf[start : start + size])
+            if _LEASES_HEAD.unpack_from(self.buf, self._leases)[0] == gen:
+                return [(str(owner), int(ttl)) for owner, ttl in json.loads(data)] if data else []
+        return []
 
     def request_stop(self) -> None:
         self.buf[self._control] = 1

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from .ratelimits import TaskTable
 
 
-def limits_for(job: Job, table: TaskTable | None, defaults: tuple[Any, Any]) -> tuple[float | None, float | None]:
+def limits_for(
+    job: Job, table: TaskTable | None, defaults: tuple[Any, Any]
+) -> tuple[float | None, float | None]:
     """``(soft, hard)`` seconds for ``job`` (None: no limit)."""
     if table is not None:
         override = table.time_limits(job.task.name)
@@ -131,14 +133,23 @@ class ThreadWatchdog:
         with self._cond:
             self._live[thread_id] = task_id
             if soft is not None:
-                heapq.heappush(self._heap, (now + soft, next(self._seq), thread_id, task_id, SoftTimeLimitExceeded))
+                heapq.heappush(
+                    self._heap,
+                    (now + soft, next(self._seq), thread_id, task_id, SoftTimeLimitExceeded),
+                )
             if hard is not None:
-                heapq.heappush(self._heap, (now + hard, next(self._seq), thread_id, task_id, TimeLimitExceeded))
+                heapq.heappush(
+                    self._heap, (now + hard, next(self._seq), thread_id, task_id, TimeLimitExceeded)
+                )
             self._cond.notify()
 
     def disarm(self) -> None:
+        """The calling thread's task is over: no limit reaches it any more."""
+        thread_id = threading.get_ident()
         with self._cond:
-            self._live.pop(threading.get_ident(), None)
+            self._live.pop(thread_id, None)
+            # A limit raised just before this and not yet delivered: cancel it.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
 
     def stop(self) -> None:
         with self._cond:

@@ -3,7 +3,8 @@
     Worker(queues=["default"], concurrency=4, pool="prefork").run()   # -> exit code
 
 ``runworker`` is a thin command around this class; tests drive it directly too
-(``burst=True`` returns once the queues are empty). The pools:
+(``burst=True`` returns once the queues are empty). What ``inspect`` and
+``control`` ask of it is in ``inspection.py``. The pools:
 
 * ``prefork`` (default): a supervisor and N child processes that each consume
   and execute (``pools/prefork.py``);
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import signal
 import sys
 import threading
@@ -26,14 +26,14 @@ from urllib.parse import urlparse
 from .. import revocation, signals
 from ..conf import settings
 from ..events import EventDispatcher
-from ..exceptions import NotRegistered
-from ..messaging.connection import broker_connection, mask_url
+from ..messaging.connection import broker_connection
 from ..registry import tasks
 from ..routing import queue_names
 from ..serialization import accepted_types
-from . import banner
+from . import banner, embedbeat
 from .config import WorkerConfig, default_concurrency, expand_hostname
 from .engine import ColdShutdown, Engine
+from .inspection import RemoteControlled
 from .logs import setup_logging
 from .pidfile import Pidfile
 from .ratelimits import TaskTable
@@ -45,7 +45,7 @@ logger = logging.getLogger("django_tasks_q.worker")
 SUPERVISE_EVERY = 0.2
 
 
-class Worker:
+class Worker(RemoteControlled):
     def __init__(
         self,
         *,
@@ -69,6 +69,7 @@ class Worker:
         logfile: str | None = None,
         pidfile: str | None = None,
         release_after: float = 1.0,
+        beat: bool = False,
         stdout: TextIO | None = None,
     ) -> None:
         if isinstance(queues, str):
@@ -95,14 +96,19 @@ class Worker:
             release_after=release_after,
         )
         self.config.validate()
+        if beat:
+            embedbeat.check()
         self.hostname = self.config.hostname
         self.scheme = urlparse(self.config.broker_url).scheme
         self.loglevel, self.logfile, self.pidfile = loglevel, logfile, pidfile
+        self.beat = beat
         self.stdout = stdout or sys.stdout
         self.accept = accepted_types(settings.ACCEPT_CONTENT)
         self.max_deliveries = int(settings.MAX_DELIVERIES)
         self.table = TaskTable()
-        self.events = EventDispatcher(broker_connection(self.config.broker_url), self.hostname, events)
+        self.events = EventDispatcher(
+            broker_connection(self.config.broker_url), self.hostname, events
+        )
         self.pool: Any = None  # PreforkPool
         self.engine: Engine | None = None  # solo / threads
         self.started = time.time()
@@ -112,6 +118,7 @@ class Worker:
         self._control_retry_at = 0.0
         self._ready = threading.Event()
         self._previous_handlers: dict[int, Any] = {}
+        self._shutdown_timer: threading.Timer | None = None
 
     @property
     def store(self) -> Any:
@@ -126,13 +133,18 @@ class Worker:
         pidfile = Pidfile(self.pidfile) if self.pidfile else None
         if pidfile is not None:
             pidfile.acquire()
+        beat = None
         try:
             self._prepare()
             banner.show(self)
+            if self.beat:
+                beat = embedbeat.start()
             if self.config.pool == "prefork":
                 return self._run_prefork()
             return self._run_in_process()
         finally:
+            if beat is not None:
+                embedbeat.stop(beat)
             self._restore_signals()
             signals.worker_shutdown.send(sender=self)
             self.events.close()
@@ -150,7 +162,9 @@ class Worker:
         if self.config.purge:
             from .consumer import BrokerConsumer
 
-            consumer = BrokerConsumer(self.config.broker_url, self.config.queues, 1, lambda q, m: None)
+            consumer = BrokerConsumer(
+                self.config.broker_url, self.config.queues, 1, lambda q, m: None
+            )
             consumer.connect(max_retries=3)
             try:
                 count = consumer.purge()
@@ -191,6 +205,7 @@ class Worker:
         finally:
             self._control_close()
             services.stop()
+            self.pool.close()
         return 1 if self.pool.cold else 0
 
     def _run_in_process(self) -> int:
@@ -215,6 +230,8 @@ class Worker:
         try:
             self.engine.run()
         finally:
+            if self._shutdown_timer is not None:
+                self._shutdown_timer.cancel()
             control.stop()
             services.stop()
             services.services.stop()
@@ -230,7 +247,9 @@ class Worker:
             return
         self._ready.set()
         self._print(f"{self.hostname} ready.")
-        logger.info("%s ready: %s pool, concurrency %d", self.hostname, self.config.pool, self.concurrency())
+        logger.info(
+            "%s ready: %s pool, concurrency %d", self.hostname, self.config.pool, self.concurrency()
+        )
         signals.worker_ready.send(sender=self)
 
     def _print(self, text: str) -> None:
@@ -293,138 +312,20 @@ class Worker:
             self.pool.warm_stop(self.config.shutdown_timeout)
         elif self.engine is not None:
             self.engine.request_stop()
-            timer = threading.Timer(self.config.shutdown_timeout, os.kill, (os.getpid(), signal.SIGQUIT))
-            timer.daemon = True
-            timer.start()
+            if self._shutdown_timer is None:  # past the timeout: a cold stop, as a second signal
+                self._shutdown_timer = threading.Timer(
+                    self.config.shutdown_timeout, os.kill, (os.getpid(), signal.SIGQUIT)
+                )
+                self._shutdown_timer.daemon = True
+                self._shutdown_timer.start()
 
     def cold_stop(self) -> None:
         """Cold stop: requeue what runs and waits, exit now."""
-        logger.warning("Cold shutdown: interrupting running tasks; their messages go back to the queue")
+        logger.warning(
+            "Cold shutdown: interrupting running tasks; their messages go back to the queue"
+        )
         self._cold = True
         if self.pool is not None:
             self.pool.cold_stop()
         elif self.engine is not None and threading.current_thread() is threading.main_thread():
             raise ColdShutdown()
-
-    # -- what remote control asks ------------------------------------------------------
-    def queues(self) -> list[str]:
-        if self.pool is not None:
-            return self.pool.shared.queues()
-        if self.engine is not None:
-            return list(self.engine.consumer.queues)
-        return list(self.config.queues)
-
-    def concurrency(self) -> int:
-        if self.pool is not None:
-            return self.pool.target
-        if self.engine is not None and self.engine.executor is not None:
-            return self.engine.executor.size
-        return 1 if self.config.pool == "solo" else self.config.concurrency
-
-    def _reports(self) -> list[dict[str, Any]]:
-        if self.pool is not None:
-            return self.pool.reports()
-        return [self.engine.snapshot()] if self.engine is not None else []
-
-    def active_requests(self) -> list[dict[str, Any]]:
-        if self.pool is not None:
-            return self.pool.active()
-        return self.engine.snapshot()["active"] if self.engine is not None else []
-
-    def reserved_requests(self) -> list[dict[str, Any]]:
-        return [item for report in self._reports() for item in report.get("reserved", [])]
-
-    def scheduled_requests(self) -> list[dict[str, Any]]:
-        return [item for report in self._reports() for item in report.get("scheduled", [])]
-
-    def registered_tasks(self) -> list[str]:
-        return sorted(tasks.keys())
-
-    def active_queues(self) -> list[dict[str, Any]]:
-        return [
-            {"name": q, "exchange": {"name": q, "type": "direct"}, "routing_key": q, "durable": True}
-            for q in self.queues()
-        ]
-
-    def brief_stats(self) -> dict[str, Any]:
-        if self.pool is not None:
-            processed, active = self.pool.processed(), len(self.pool.active())
-        elif self.engine is not None:
-            processed, active = self.engine.processed, len(self.engine.active)
-        else:
-            processed = active = 0
-        return {"processed": processed, "active": active, "pool": self.config.pool, "pid": os.getpid()}
-
-    def stats(self) -> dict[str, Any]:
-        totals: dict[str, int] = {}
-        for report in self._reports():
-            for name, count in report.get("totals", {}).items():
-                totals[name] = totals.get(name, 0) + count
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {
-            "hostname": self.hostname,
-            "pid": os.getpid(),
-            "uptime": int(time.time() - self.started),
-            "total": totals,
-            "pool": {
-                "implementation": self.config.pool,
-                "max-concurrency": self.concurrency(),
-                "processes": self.pool.pids() if self.pool is not None else [os.getpid()],
-                "max-tasks-per-child": self.config.max_tasks_per_child,
-                "max-memory-per-child": self.config.max_memory_per_child,
-                "autoscale": list(self.config.autoscale) if self.config.autoscale else None,
-                "timeouts": [self.config.soft_time_limit, self.config.time_limit],
-            },
-            "prefetch_count": self.config.prefetch_count,
-            "broker": {"url": mask_url(self.config.broker_url), "transport": self.scheme},
-            "queues": self.queues(),
-            "rusage": {"maxrss": usage.ru_maxrss, "utime": usage.ru_utime, "stime": usage.ru_stime},
-        }
-
-    def terminate_task(self, task_id: str, signal_name: str | int = "SIGTERM") -> bool:
-        signum = int(getattr(signal, str(signal_name), signal_name)) if not isinstance(signal_name, int) else signal_name
-        if self.pool is not None:
-            return self.pool.terminate(task_id, signum)
-        executor = self.engine.executor if self.engine is not None else None
-        if executor is not None and task_id in executor.running:
-            self.store.mark_as_revoked(task_id, reason="terminated")
-            return executor.terminate(task_id)
-        if self.engine is not None and task_id in self.engine.active:
-            raise NotImplementedError("the solo pool cannot stop the task it is running; use prefork")
-        return False
-
-    def set_rate_limit(self, task_name: str, rate: Any) -> None:
-        if task_name not in tasks:
-            raise NotRegistered(task_name)
-        self.table.set_rate(task_name, rate)
-
-    def set_time_limit(self, task_name: str, soft: float | None, hard: float | None) -> None:
-        if task_name not in tasks:
-            raise NotRegistered(task_name)
-        self.table.set_time_limits(task_name, soft, hard)
-
-    def pool_grow(self, n: int = 1) -> None:
-        self._resize(n)
-
-    def pool_shrink(self, n: int = 1) -> None:
-        self._resize(-n)
-
-    def _resize(self, delta: int) -> None:
-        if self.pool is not None:
-            self.pool.resize(self.pool.target + delta)
-        elif self.engine is not None and self.engine.executor is not None:
-            self.engine.executor.resize(self.engine.executor.size + delta)
-        else:
-            raise NotImplementedError("the solo pool has one process and no threads; use prefork or threads")
-
-    def add_consumer(self, queue: str) -> None:
-        if self.pool is not None:
-            self.pool.shared.set_queues(list(dict.fromkeys([*self.pool.shared.queues(), queue])))
-        elif self.engine is not None:
-            self.engine.post(lambda engine: engine.follow_queues([*engine.consumer.queues, queue]))
-
-    def cancel_consumer(self, queue: str) -> None:
-        if self.pool is not None:
-            self.pool.shared.set_queues([q for q in self.pool.shared.queues() if q != queue])
-        elif self.engine is not None:
-            self.engine.post(lambda engine: engine.follow_queues([q for q in engine.consumer.queues if q != queue]))

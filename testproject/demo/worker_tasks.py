@@ -131,8 +131,11 @@ _hoard: list[bytes] = []
 
 @task(name="wt.hoard")
 def hoard(kib):
+    """Keep ``kib`` KiB alive in this process; return [pid, resident KiB after]."""
+    from django_tasks_q.worker.recycle import rss_kib
+
     _hoard.append(b"x" * (kib * 1024))
-    return os.getpid()
+    return [os.getpid(), rss_kib()]
 
 
 @task(name="wt.log_line")
@@ -156,3 +159,12 @@ def spin(seconds):
     except SoftTimeLimitExceeded:
         return "cleaned up"
     return "not interrupted"
+
+
+@task(bind=True, name="wt.hold_gil")
+def hold_gil(self, path, key, n):
+    """Hold the GIL for a while: ``sum(range(n))`` runs in C and never lets another thread run."""
+    note(path, "start", key, self.request.redelivered)
+    total = sum(range(n))
+    note(path, "end", key, self.request.redelivered)
+    return total

@@ -29,6 +29,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue, pidbox
 
 from django_tasks_q.messaging.connection import broker_connection
 from django_tasks_q.messaging.database import release_dead_owners
+from django_tasks_q.messaging.database_conn import own_connection
 from tests.integration.test_broker_contract import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -475,8 +476,10 @@ def test_a_dropped_database_connection_is_a_connection_error_and_is_replaced(con
     publish(conn, queue, {"n": 1})
     received: list[Any] = []
     with Consumer(conn, [queue], callbacks=[lambda b, m: received.append(m)]):
-        # Given the server ends the consumer's database session
-        backend = connection.connection.info.backend_pid
+        # Given the server ends the consumer's database session (its own connection)
+        with own_connection(connection.alias) as own:
+            own.ensure_connection()
+            backend = own.connection.info.backend_pid
         with psycopg.connect(**connection.get_connection_params(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", [backend])
         # Then the next drain fails with an error kombu treats as a connection error
@@ -584,6 +587,9 @@ def test_a_forked_child_never_uses_the_parents_database_connection(connect, queu
     publish(conn, queue, {"n": 2})
     parent_socket = connection.connection
     assert parent_socket is not None
+    with own_connection(connection.alias) as own:  # the consumer's own connection, open
+        own.ensure_connection()
+        parent_own = own.connection
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "process is multi-threaded"
         pid = os.fork()
@@ -595,14 +601,18 @@ def test_a_forked_child_never_uses_the_parents_database_connection(connect, queu
             owner = conn.transport.owner
             assert owner.split(":")[1] == str(os.getpid())
             message.ack()
+            with own_connection(connection.alias) as own:
+                assert own.connection is not None and own.connection is not parent_own
             conn.close()
             code = 0
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    # Then the parent's own connection still works, and one message is left for it
+    # Then the parent's connections still work, and one message is left for it
     assert connection.connection is parent_socket
+    with own_connection(connection.alias) as own:
+        assert own.connection is parent_own
     assert len(rows(queue)) == 1
     message = get(conn, queue)
     assert message.payload["n"] in (1, 2)

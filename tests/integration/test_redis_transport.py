@@ -27,6 +27,7 @@ from kombu.pidbox import Mailbox
 
 from django_tasks_q.messaging.connection import broker_connection
 from django_tasks_q.messaging.redis import SecureTransport, SentinelTransport, Transport
+from django_tasks_q.messaging.redis.heartbeat import Lease, extend, heartbeats
 from django_tasks_q.messaging.redis.inflight import InFlight
 
 pytestmark = pytest.mark.redis
@@ -415,6 +416,60 @@ def test_a_live_consumer_keeps_its_message_past_the_heartbeat_timeout(connection
     assert holder.drain_until(lambda: inflight(raw) == 0, timeout=3)
     other.drain_for(0.5)
     assert other.received == []
+
+
+def test_a_consumer_lists_its_owners_for_whoever_vouches_for_it(connections, raw):
+    # Given a listener on this process's heartbeat registry (the prefork child's slot)
+    registry = heartbeats()
+    seen: list[list[Lease]] = []
+    registry.on_change = seen.append
+    try:
+        # When a consumer claims (its owner is born) and then closes (it is gone)
+        conn = connections(**FAST)
+        q = make_queue("vouched")
+        publish(conn, q, "m")
+        collector = Collector(conn, [q])
+        assert collector.drain_until(lambda: len(collector.received) == 1)
+        owner = conn.default_channel.inflight.owner
+        conn.close()
+    finally:
+        registry.on_change = None
+
+    # Then the listener heard of the owner with its timeout, then of its leaving
+    assert [Lease(owner, 1000)] in seen
+    assert owner not in {lease.owner for lease in seen[-1]}
+
+
+def test_extending_leases_never_revives_an_owner(raw):
+    # Given one live owner and one whose heartbeat is gone (released or expired)
+    alive, gone = (
+        InFlight(heartbeat_ttl=1.0, sep="\x06\x16"),
+        InFlight(heartbeat_ttl=1.0, sep="\x06\x16"),
+    )
+    alive.beat(raw)
+
+    # When a supervisor extends both with a longer lease
+    extended = extend(raw, [Lease(alive.owner, 60_000), Lease(gone.owner, 60_000)])
+
+    # Then only the live one is extended; the other stays dead
+    assert extended == 1
+    assert raw.pttl(alive.heartbeat_key) > 10_000
+    assert not raw.exists(gone.heartbeat_key)
+
+
+def test_no_beat_after_release_so_no_false_alarm(raw, caplog):
+    # Given an owner that beat once, then gave its messages back (closing)
+    owner = InFlight(heartbeat_ttl=10, sep="\x06\x16")
+    owner.beat(raw)
+    owner.release(raw)
+
+    # When its heartbeat thread, late, beats once more
+    with caplog.at_level("WARNING", logger="django_tasks_q.messaging.redis"):
+        owner.beat(raw)
+
+    # Then nothing comes back to life and nobody is told it had expired
+    assert not raw.exists(owner.heartbeat_key)
+    assert "had expired" not in caplog.text
 
 
 def test_cancelling_a_consumer_gives_back_what_it_had_not_handed_out(connections, raw):

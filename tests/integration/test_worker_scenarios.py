@@ -45,7 +45,9 @@ def assert_duplicates_flagged(path: str, event: str) -> None:
         by_key[row[1]].append(row)
     for key, rows in by_key.items():
         rows.sort(key=lambda r: float(r[4]))
-        assert all(r[3] == "1" for r in rows[1:]), f"{key} ran again without being a redelivery: {rows}"
+        assert all(r[3] == "1" for r in rows[1:]), (
+            f"{key} ran again without being a redelivery: {rows}"
+        )
 
 
 def test_a_thousand_tasks_each_run_exactly_once(broker, tmp_path):
@@ -75,7 +77,11 @@ def test_sigkill_of_the_whole_worker_loses_no_acks_late_task(broker, tmp_path):
         assert count_in(ids, states.SUCCESS) < total
         with WorkerProcess(broker.url, "-Q", queue, "-c", "4", env=broker.env) as second:
             second.wait_ready()
-            wait_until(lambda: count_in(ids, states.SUCCESS) == total, 240, f"{total} successes after restart")
+            wait_until(
+                lambda: count_in(ids, states.SUCCESS) == total,
+                240,
+                f"{total} successes after restart",
+            )
         assert {row[1] for row in wt.lines(path, "end")} == {str(i) for i in range(total)}
         assert_duplicates_flagged(path, "start")
         assert_duplicates_flagged(path, "end")
@@ -87,7 +93,9 @@ def test_sigterm_lets_running_tasks_finish_and_exits_0(broker, tmp_path):
     total = 20
     queue, path = broker.queue(), str(tmp_path / "runs")
     try:
-        worker = WorkerProcess(broker.url, "-Q", queue, "-c", str(total), "--prefetch-multiplier", "1", env=broker.env)
+        worker = WorkerProcess(
+            broker.url, "-Q", queue, "-c", str(total), "--prefetch-multiplier", "1", env=broker.env
+        )
         with worker:
             worker.wait_ready()
             ids = [wt.record.apply_async((path, str(i), 3.0), queue=queue).id for i in range(total)]
@@ -125,7 +133,11 @@ def test_hard_time_limit_kills_and_replaces_the_process(broker, tmp_path):
             worker.wait_ready()
             limited = wt.hard_limited.apply_async(queue=queue)
             after = [wt.record.apply_async((path, str(i)), queue=queue).id for i in range(3)]
-            wait_until(lambda: count_in([limited.id], states.FAILURE) == 1, 60, "the time-limited task to fail")
+            wait_until(
+                lambda: count_in([limited.id], states.FAILURE) == 1,
+                60,
+                "the time-limited task to fail",
+            )
             wait_until(lambda: count_in(after, states.SUCCESS) == 3, 60, "the tasks after it")
             row = TaskResult.objects.get(task_id=limited.id)
             assert row.result["exc_type"] == "TimeLimitExceeded"
@@ -153,15 +165,25 @@ def _countdowns(broker, tmp_path, spread: float, total: int = 100) -> None:
                 for i in range(total):
                     countdown = 1 + rng.random() * (spread - 1)
                     eta = time.time() + countdown
-                    ids.append(wt.on_time.apply_async((path, str(i), eta), countdown=countdown, queue=queue).id)
-                wait_until(lambda: time.time() - start >= spread / 2, spread, "the middle of the spread")
+                    ids.append(
+                        wt.on_time.apply_async(
+                            (path, str(i), eta), countdown=countdown, queue=queue
+                        ).id
+                    )
+                wait_until(
+                    lambda: time.time() - start >= spread / 2, spread, "the middle of the spread"
+                )
                 first.send(signal.SIGTERM)
                 assert first.wait(60) == 0, first.output()
             finally:
                 first.stop()
             with WorkerProcess(broker.url, "-Q", queue, "-c", "2", env=env) as second:
                 second.wait_ready()
-                wait_until(lambda: count_in(ids, states.SUCCESS) == total, spread + 60, f"{total} delayed tasks")
+                wait_until(
+                    lambda: count_in(ids, states.SUCCESS) == total,
+                    spread + 60,
+                    f"{total} delayed tasks",
+                )
         ran = [row[1].split(":") for row in wt.lines(path, "ran")]
         assert Counter(key for key, _ in ran) == Counter({str(i): 1 for i in range(total)})
         lateness = [float(late) for _, late in ran]

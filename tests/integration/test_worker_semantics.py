@@ -148,7 +148,9 @@ def test_expired_task_is_revoked_not_run(broker, queue, tmp_path):
 
     signals.task_revoked.connect(on_revoked)
     try:
-        result = wt.record.apply_async((path, "k"), queue=queue, expires=datetime.now(UTC) - timedelta(seconds=1))
+        result = wt.record.apply_async(
+            (path, "k"), queue=queue, expires=datetime.now(UTC) - timedelta(seconds=1)
+        )
         burst(broker, queue)
     finally:
         signals.task_revoked.disconnect(on_revoked)
@@ -215,6 +217,38 @@ def test_threads_pool_runs_many_tasks(broker, queue, tmp_path):
     assert sorted(int(r[1]) for r in wt.lines(path, "start")) == list(range(50))
 
 
+def test_worker_signals_and_what_inspect_reads(broker, queue):
+    seen: list[str] = []
+
+    def on(name):
+        def receiver(sender, **kwargs):
+            seen.append(name)
+            if name == "worker_ready":
+                assert (
+                    sender.registered_tasks() and sender.stats()["pool"]["implementation"] == "solo"
+                )
+
+        return receiver
+
+    receivers = {
+        signals.worker_ready: on("worker_ready"),
+        signals.task_received: on("task_received"),
+        signals.worker_shutdown: on("worker_shutdown"),
+    }
+    for signal_, receiver in receivers.items():
+        signal_.connect(receiver)
+    try:
+        wt.two_args.apply_async((1, 2), queue=queue)
+        worker = burst(broker, queue)
+    finally:
+        for signal_, receiver in receivers.items():
+            signal_.disconnect(receiver)
+    assert seen == ["worker_ready", "task_received", "worker_shutdown"]
+    assert worker.active_requests() == [] and worker.reserved_requests() == []
+    with pytest.raises(NotImplementedError, match="solo pool"):
+        worker.pool_grow(1)
+
+
 # -- ETAs --------------------------------------------------------------------------------
 
 
@@ -247,14 +281,16 @@ def test_bad_messages_are_dead_lettered_and_the_worker_stays_up(broker, queue, t
 
     ids = {k: str(uuid.uuid4()) for k in ("unknown", "undecodable", "pickle", "shape", "args")}
     canary = tmp_path / "unpickled"
-    publish_raw(broker, queue, '[[1, 2], {}, {}]', headers("no.such.task", ids["unknown"]))
+    publish_raw(broker, queue, "[[1, 2], {}, {}]", headers("no.such.task", ids["unknown"]))
     publish_raw(broker, queue, "{not json", headers("wt.pid", ids["undecodable"]))
     publish_raw(
         broker, queue, pickle.dumps(([_Boom(str(canary))], {}, {})), headers("wt.pid", ids["pickle"]),
         content_type="application/x-python-serialize",
     )  # fmt: skip
     publish_raw(broker, queue, '{"a": 1}', headers("wt.pid", ids["shape"]))
-    publish_raw(broker, queue, "[[], {}, {}]", {"lang": "py", "id": str(uuid.uuid4())})  # no task header
+    publish_raw(
+        broker, queue, "[[], {}, {}]", {"lang": "py", "id": str(uuid.uuid4())}
+    )  # no task header
     publish_raw(broker, queue, "[[1], {}, {}]", headers("wt.two_args", ids["args"]))
     after = wt.two_args.apply_async((1, 2), queue=queue)
     burst(broker, queue)
@@ -265,7 +301,9 @@ def test_bad_messages_are_dead_lettered_and_the_worker_stays_up(broker, queue, t
     assert reasons[ids["pickle"]] == "content_disallowed"
     assert reasons[ids["shape"]] == "invalid_message"
     assert reasons[ids["args"]] == "bad_arguments"
-    assert sorted(reasons.values()).count("invalid_message") == 2  # and the one without a task header
+    assert (
+        sorted(reasons.values()).count("invalid_message") == 2
+    )  # and the one without a task header
     assert not canary.exists(), "a pickle body was unpickled"
     for key in ("unknown", "undecodable", "pickle", "shape", "args"):
         assert meta(ids[key])["status"] == states.FAILURE, key
@@ -303,7 +341,9 @@ def test_events_follow_celerys_format(broker, queue):
         with Connection(broker.url, transport=_transport(broker)) as conn:
             channel = conn.channel()
             listen = Queue(f"ev-{queue}", event_exchange(conn), routing_key="#", auto_delete=True)
-            consumer = Consumer(channel, [listen], callbacks=[lambda body, m: (seen.append(body), m.ack())])
+            consumer = Consumer(
+                channel, [listen], callbacks=[lambda body, m: (seen.append(body), m.ack())]
+            )
             consumer.consume()
             while not stop.is_set():
                 try:

@@ -73,6 +73,10 @@ class Channel(kombu_redis.Channel):
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         yield client or self._sync_client()
 
+    def lease_client(self) -> Any:
+        """A client for ``heartbeat.extend`` (never behind a blocking claim: those use ``client``)."""
+        return self._sync_client()
+
     # -- owner ------------------------------------------------------------------
 
     @property
@@ -83,7 +87,10 @@ class Channel(kombu_redis.Channel):
             inflight = InFlight(self.options.heartbeat_timeout, self.sep)
             self._inflight = inflight
             heartbeats().register(
-                inflight.owner, partial(self._beat, inflight), self.options.heartbeat_interval
+                inflight.owner,
+                partial(self._beat, inflight),
+                self.options.heartbeat_interval,
+                self.options.heartbeat_timeout,
             )
         return self._inflight
 

@@ -71,6 +71,9 @@ class InFlight:
         #: set when a claim failed midway: our hash may hold tags we never saw
         self.suspect = False
         self.beaten = False
+        #: set by :meth:`release`; a beat never follows it (it would revive the owner)
+        self.released = False
+        self._beat_lock = threading.Lock()
 
     # -- claiming ---------------------------------------------------------------
 
@@ -153,6 +156,8 @@ class InFlight:
 
     def release(self, client: Any) -> int:
         """Closing: flush acks and give back everything our hash holds, then forget us."""
+        with self._beat_lock:  # a beat under way finishes first; none starts after
+            self.released = True
         with self._lock:
             self.flush_acks(client)
             stored = client.hgetall(self.key)
@@ -193,10 +198,13 @@ class InFlight:
 
     def beat(self, client: Any) -> None:
         """Refresh our heartbeat; warn if it had expired (we were taken for dead)."""
-        with client.pipeline(transaction=False) as pipe:
-            pipe.set(self.heartbeat_key, self.owner, px=self.ttl_ms, get=True)
-            pipe.sadd(keys.OWNERS, self.owner)
-            previous, _ = pipe.execute()
+        with self._beat_lock:
+            if self.released:
+                return
+            with client.pipeline(transaction=False) as pipe:
+                pipe.set(self.heartbeat_key, self.owner, px=self.ttl_ms, get=True)
+                pipe.sadd(keys.OWNERS, self.owner)
+                previous, _ = pipe.execute()
         if previous is None and self.beaten:
             logger.warning(
                 "Heartbeat of Redis consumer %s had expired: its in-flight messages may "

@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ... import signals
-from .. import slots
+from .. import leases, slots
 from ..engine import Engine
 from ..sidecar import Sidecar
 
@@ -35,7 +35,14 @@ def _after_fork() -> None:
         signal.set_wakeup_fd(-1)
     except ValueError:
         pass
-    for signum in (signal.SIGCHLD, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+    for signum in (
+        signal.SIGCHLD,
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGALRM,
+    ):
         signal.signal(signum, signal.SIG_DFL)
     from django.db import connections
 
@@ -69,6 +76,8 @@ def child_main(worker: Worker, index: int) -> None:
             worker.config, hostname=worker.hostname, table=worker.table, mode="inline",
             shared=worker.pool.shared, slot=slot,
         )  # fmt: skip
+        if leases.applies_to(worker.config.broker_url):
+            leases.share(slot, engine)  # the supervisor keeps our heartbeats alive too
         _install_signals(engine, slot)
         signals.worker_process_init.send(sender=worker)
         Sidecar(engine).start()

@@ -14,7 +14,9 @@ task message. It:
 * records what a dead child was running: ``WorkerLostError`` FAILURE (acks
   late), LOST (acked early), or lets the broker redeliver it
   (``reject_on_worker_lost``), counting deaths so a task that keeps killing
-  processes is dead-lettered after ``MAX_DELIVERIES``;
+  processes is dead-lettered after ``MAX_DELIVERIES`` (``settle.py``);
+* keeps its children's broker heartbeats alive, whatever their tasks do to
+  their own threads (``leases.py``);
 * grows and shrinks the pool (``--autoscale``, ``pool_grow``/``pool_shrink``),
   terminates a task on request, and asks children for what they hold.
 """
@@ -25,13 +27,15 @@ import logging
 import os
 import signal
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ... import signals, states
-from ...exceptions import TimeLimitExceeded, WorkerLostError
-from ...request import Request
-from .. import slots
+from ...exceptions import TimeLimitExceeded
+from .. import leases, slots
+from . import settle
 from .child import child_main
 
 if TYPE_CHECKING:
@@ -76,11 +80,20 @@ class PreforkPool:
         self._burst_done: set[int] = set()
         self._scaled_at = 0.0
         self.ready_announced = False
+        self.keeper: leases.LeaseKeeper | None = None
 
     # -- children ----------------------------------------------------------------------
     def start(self) -> None:
+        if leases.applies_to(self.worker.config.broker_url):
+            self.keeper = leases.LeaseKeeper(self.worker.config.broker_url)
+            self.keeper.start()
         for _ in range(self.target):
             self._spawn()
+
+    def close(self) -> None:
+        """After the last child: stop vouching for children."""
+        if self.keeper is not None:
+            self.keeper.stop()
 
     def _free_index(self) -> int | None:
         for index in range(self.shared.capacity):
@@ -97,11 +110,26 @@ class PreforkPool:
         from django.db import connections
 
         connections.close_all()  # a child must not inherit a database socket
-        pid = os.fork()
+        with self._fork_guard():
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             child_main(self.worker, index)
         self.children[index] = Child(pid, index, time.monotonic())
+        if self.keeper is not None:
+            self.keeper.watch(self.shared.slots[index])
         logger.debug("Started worker process %d in slot %d", pid, index)
+
+    @contextmanager
+    def _fork_guard(self) -> Iterator[None]:
+        """Fork while the lease keeper, our only other thread, is parked between beats."""
+        if self.keeper is None:
+            yield
+            return
+        with self.keeper.paused(), warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", DeprecationWarning
+            )  # Python 3.12: "multi-threaded fork"
+            yield
 
     def _maintain(self) -> None:
         if self.stopping:
@@ -128,6 +156,8 @@ class PreforkPool:
 
     def _on_exit(self, child: Child, status: int) -> None:
         del self.children[child.index]
+        if self.keeper is not None:
+            self.keeper.forget(child.index)
         state = self.shared.slots[child.index].read()
         purpose = self._purposes.pop(child.pid, None)
         settled = child.pid in self._settled
@@ -135,12 +165,19 @@ class PreforkPool:
         how = _describe(status)
         reason = state.exit_reason if state.state == slots.EXITING else slots.EXIT_NONE
         if state.task_id and not settled:
-            self._task_lost(child, state, how)
+            settle.task_lost(self, child, state, how)
         if reason == slots.EXIT_BURST:
             self._burst_done.add(child.index)
         age = time.monotonic() - child.started
-        if purpose or reason in (slots.EXIT_STOP, slots.EXIT_MAX_TASKS, slots.EXIT_MAX_MEMORY, slots.EXIT_BURST):
-            logger.info("Worker process %d %s (%s)", child.pid, how, purpose or slots.EXIT_REASONS[reason])
+        if purpose or reason in (
+            slots.EXIT_STOP,
+            slots.EXIT_MAX_TASKS,
+            slots.EXIT_MAX_MEMORY,
+            slots.EXIT_BURST,
+        ):
+            logger.info(
+                "Worker process %d %s (%s)", child.pid, how, purpose or slots.EXIT_REASONS[reason]
+            )
             self._respawn_delay = 0.5
             return
         logger.error("Worker process %d %s (%s)", child.pid, how, slots.EXIT_REASONS[reason])
@@ -149,53 +186,6 @@ class PreforkPool:
             self._respawn_delay = min(self._respawn_delay * 2, 10.0)
         else:
             self._respawn_delay = 0.5
-
-    # -- tasks whose process died ------------------------------------------------------
-    def _request(self, state: slots.SlotState) -> Request:
-        return Request(id=state.task_id, task=state.task_name, hostname=self.worker.hostname)
-
-    def _task_lost(self, child: Child, state: slots.SlotState, how: str) -> None:
-        exc = WorkerLostError(
-            f"Worker process {child.pid} {how} while running task {state.task_name}[{state.task_id}]"
-        )
-        store = self.worker.store
-        if not state.acks_late:
-            logger.error("%s; the message was acked before it ran, so the task is LOST", exc)
-            store.store_result(state.task_id, exc, states.LOST, request=self._request(state))
-            self._fail_callbacks(child, state, exc)
-            return
-        count = self.shared.record_lost(state.task_id)
-        if state.reject_on_worker_lost and not self.cold:
-            logger.error("%s; it will be delivered again (death %d of at most %d)", exc, count, self.worker.max_deliveries)
-            return
-        if self.cold:
-            return  # a cold stop requeued it: it runs again elsewhere
-        logger.error("%s; stored as FAILURE (set reject_on_worker_lost=True to run it again)", exc)
-        store.mark_as_failure(state.task_id, exc, f"WorkerLostError: {exc}", request=self._request(state))
-        self._fail_callbacks(child, state, exc)
-
-    def _fail_callbacks(self, child: Child, state: slots.SlotState, exc: BaseException) -> None:
-        """Errbacks and chord failure of a task the tracer could not finish."""
-        from ...registry import tasks
-
-        self.worker.events.send("task-failed", uuid=state.task_id, exception=repr(exc), traceback="")
-        data = self.shared.slots[child.index].kept_message(state.task_id)
-        task = tasks.get(state.task_name)
-        if data is None or task is None:
-            return
-        try:
-            from ...callbacks import on_failure
-            from ...execution import ExceptionInfo
-
-            request = _rebuild_request(data, self.worker)
-            einfo = ExceptionInfo(exc)
-            signals.task_failure.send(
-                sender=task, task_id=state.task_id, exception=exc, args=request.args,
-                kwargs=request.kwargs, traceback=None, einfo=einfo, request=request,
-            )  # fmt: skip
-            on_failure(task, request, exc, einfo, self.worker.store)
-        except Exception:
-            logger.exception("Could not run the failure callbacks of task %s[%s]", state.task_name, state.task_id)
 
     # -- hard time limits --------------------------------------------------------------
     def enforce_time_limits(self) -> None:
@@ -212,12 +202,15 @@ class PreforkPool:
                 )
                 # Store first: on RabbitMQ the message is redelivered the moment the child dies.
                 self.worker.store.mark_as_failure(
-                    state.task_id, exc, f"TimeLimitExceeded: {exc}", request=self._request(state)
+                    state.task_id,
+                    exc,
+                    f"TimeLimitExceeded: {exc}",
+                    request=settle.request_of(self.worker, state),
                 )
                 if not self._kill(child, signal.SIGKILL, "hard time limit", state.task_id):
                     continue
                 logger.error("%s", exc)
-                self._fail_callbacks(child, state, exc)
+                settle.fail_callbacks(self, child, state, exc)
 
     def _kill(self, child: Child, signum: int, purpose: str, task_id: str) -> bool:
         """Signal ``child`` if it still runs ``task_id``; its task is then ours to settle."""
@@ -238,22 +231,15 @@ class PreforkPool:
         for child in list(self.children.values()):
             state = self.shared.slots[child.index].read()
             if state.busy and state.task_id == task_id:
-                request = self._request(state)
+                request = settle.request_of(self.worker, state)
                 self.worker.store.mark_as_revoked(task_id, reason="terminated", request=request)
-                if not self._kill(child, signum, f"terminated with {signal.Signals(signum).name}", task_id):
+                if not self._kill(
+                    child, signum, f"terminated with {signal.Signals(signum).name}", task_id
+                ):
                     return False
-                self._fail_callbacks_revoked(state, signum)
+                settle.revoked_callbacks(self.worker, state, signum)
                 return True
         return False
-
-    def _fail_callbacks_revoked(self, state: slots.SlotState, signum: int) -> None:
-        from ...registry import tasks
-
-        task = tasks.get(state.task_name)
-        signals.task_revoked.send(
-            sender=task, request=self._request(state), terminated=True, signum=signum, expired=False
-        )
-        self.worker.events.send("task-revoked", uuid=state.task_id, terminated=True, signum=signum, expired=False)
 
     # -- size --------------------------------------------------------------------------
     def resize(self, target: int) -> int:
@@ -326,8 +312,13 @@ class PreforkPool:
                     os.kill(child.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        if not self.ready_announced and self.children and all(
-            self.shared.slots[c.index].read().state in (slots.IDLE, slots.BUSY) for c in self.children.values()
+        if (
+            not self.ready_announced
+            and self.children
+            and all(
+                self.shared.slots[c.index].read().state in (slots.IDLE, slots.BUSY)
+                for c in self.children.values()
+            )
         ):
             self.ready_announced = True
             self.worker.on_pool_ready()
@@ -356,7 +347,9 @@ class PreforkPool:
         return out
 
     def reports(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        asked = {c.index: self.shared.slots[c.index].request_report() for c in self.children.values()}
+        asked = {
+            c.index: self.shared.slots[c.index].request_report() for c in self.children.values()
+        }
         answers: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout
         while asked and time.monotonic() < deadline:
@@ -385,21 +378,3 @@ def _describe(status: int) -> str:
             name = str(signum)
         return f"was killed by {name}"
     return f"exited with code {os.WEXITSTATUS(status)}"
-
-
-def _rebuild_request(data: bytes, worker: Worker) -> Request:
-    import base64
-    import json
-
-    from ...message import Message
-
-    raw = json.loads(data)
-    body = raw["body"]
-    if raw.get("body_encoding") == "base64":
-        body = base64.b64decode(body)
-    message = Message.decode(
-        body, raw["content_type"], raw["content_encoding"], raw["headers"], raw["properties"], worker.accept
-    )
-    return Request.from_message(
-        message, hostname=worker.hostname, delivery_info={"routing_key": raw.get("queue"), "queue": raw.get("queue")}
-    )

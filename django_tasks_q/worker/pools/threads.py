@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import states
 from ...execution import Outcome
+from .. import handback, outcomes
 from ..engine import TaskTerminated
 from ..timelimits import ThreadWatchdog, raise_in_thread
 
@@ -48,7 +49,9 @@ class ThreadExecutor:
     def resize(self, size: int) -> None:
         size = max(1, size)
         while self.size < size:
-            threading.Thread(target=self._work, name=f"tasks_q-thread-{self.size}", daemon=True).start()
+            threading.Thread(
+                target=self._work, name=f"tasks_q-thread-{self.size}", daemon=True
+            ).start()
             self.size += 1
         while self.size > size:
             self.work.put(None)
@@ -63,16 +66,38 @@ class ThreadExecutor:
                 connections.close_all()
                 return
             engine, job, soft, hard = item
-            self.running[job.id] = threading.get_ident()
-            self.watchdog.arm(job.id, soft, hard)
             try:
-                outcome = engine.run_task(job, store=engine.store)
-            except TaskTerminated:
-                outcome = Outcome(states.REVOKED)
-            finally:
+                outcome = self._execute(engine, job, soft, hard)
+            except BaseException as exc:  # the hard limit landed while the soft one was handled
+                outcome = Outcome(states.FAILURE, exc=exc)
+            self.done.put((job, outcome))  # after _execute's _leave: nothing can interrupt it now
+
+    def _execute(self, engine: Engine, job: Any, soft: float | None, hard: float | None) -> Outcome:
+        """Run one job; always return its outcome, so the engine never waits on it forever.
+
+        A limit is raised in this thread asynchronously: one on its way when the
+        task ends can land anywhere here, even in ``finally`` (see ``_leave``).
+        """
+        self.running[job.id] = threading.get_ident()
+        self.watchdog.arm(job.id, soft, hard)
+        try:
+            return engine.run_task(job, store=engine.store)
+        except TaskTerminated:
+            return Outcome(states.REVOKED)
+        except BaseException as exc:  # a limit that landed after the tracer's own handlers
+            return outcomes.escaped(job, exc, engine.store)
+        finally:
+            self._leave(job.id)
+
+    def _leave(self, task_id: str) -> None:
+        """The task is over: take it off the watchdog, even if a late limit interrupts us."""
+        while True:
+            try:
                 self.watchdog.disarm()
-                self.running.pop(job.id, None)
-            self.done.put((job, outcome))
+                self.running.pop(task_id, None)
+                return
+            except BaseException:  # a limit already on its way (soft, then hard, at most)
+                continue
 
     def terminate(self, task_id: str) -> bool:
         thread_id = self.running.get(task_id)
@@ -83,7 +108,11 @@ class ThreadExecutor:
         count = 0
         while True:
             try:
-                job, outcome = self.done.get(timeout=timeout) if block and not count else self.done.get_nowait()
+                job, outcome = (
+                    self.done.get(timeout=timeout)
+                    if block and not count
+                    else self.done.get_nowait()
+                )
             except Empty:
                 return count
             engine.finish(job, outcome)
@@ -104,9 +133,17 @@ class ThreadExecutor:
         self._autoscale(engine, full)
         due = engine.holding.next_due()
         if full:
-            self.collect(engine, block=True, timeout=engine.idle_wait if due is None else min(due, engine.idle_wait))
+            self.collect(
+                engine,
+                block=True,
+                timeout=engine.idle_wait if due is None else min(due, engine.idle_wait),
+            )
             return False
-        wait = BUSY_WAIT if engine.active else (engine.idle_wait if due is None else min(due, engine.idle_wait))
+        wait = (
+            BUSY_WAIT
+            if engine.active
+            else (engine.idle_wait if due is None else min(due, engine.idle_wait))
+        )
         got = engine.consumer.drain(wait)
         return not got and not engine.active and engine.burst_done()
 
@@ -120,9 +157,11 @@ class ThreadExecutor:
             return
         if self._full_since is None:
             self._full_since = now
-        elif now - self._full_since >= engine.config.release_after and (engine.ready or len(engine.holding)):
+        elif now - self._full_since >= engine.config.release_after and (
+            engine.ready or len(engine.holding)
+        ):
             engine.consumer.pause()
-            engine.give_back_waiting()
+            handback.give_back_waiting(engine)
 
     def _autoscale(self, engine: Engine, full: bool) -> None:
         if self.autoscale is None:
@@ -135,7 +174,9 @@ class ThreadExecutor:
             self._grown_at = now
             self.resize(self.size + 1)
             logger.info("Autoscale: %d threads", self.size)
-        elif not engine.active and now - self._idle_since >= SHRINK_AFTER and self.size > max(1, low):
+        elif (
+            not engine.active and now - self._idle_since >= SHRINK_AFTER and self.size > max(1, low)
+        ):
             self.resize(max(1, low))
             logger.info("Autoscale: %d threads", self.size)
 
@@ -146,4 +187,3 @@ class ThreadExecutor:
 
     def describe(self) -> dict[str, Any]:
         return {"implementation": "threads", "max-concurrency": self.size}
-
