@@ -17,10 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .stats import BROKER_ORDER, BROKER_TITLES, SYSTEM_ORDER, Results, Summary, load  # noqa: E402
 
 COLORS = {"redis": "#d62728", "amqp": "#ff7f0e", "postgres": "#1f77b4", "sqlite": "#7f7f7f",
-          "p50": "#2ca02c", "p99": "#9467bd", "rss": "#8c564b", "pss": "#e377c2"}  # fmt: skip
+          "p50": "#2ca02c", "p99": "#9467bd", "rss": "#8c564b", "pss": "#e377c2",
+          "bulk": "#17becf"}  # fmt: skip
 
 
-LABELS = {**BROKER_TITLES, "rss": "RSS", "pss": "PSS", "cpu": "CPU"}
+LABELS = {**BROKER_TITLES, "rss": "RSS", "pss": "PSS", "cpu": "CPU", "bulk": "Redis, bulk path"}
 
 
 def _subtitle(res: Results) -> str:
@@ -99,6 +100,10 @@ def enqueue(res: Results, out: Path) -> Path:
         ]
         if any(vals):
             series[broker] = vals
+    bulk = [res.summary("enqueue_rate", system=s, broker="redis", enqueue_mode="bulk")
+            for s in systems]  # fmt: skip
+    if any(bulk):
+        series["bulk"] = bulk
     fig, ax = plt.subplots(figsize=(9, 4.5))
     _bars(ax, [res.title(s) for s in systems], series)
     ax.set_title(f"Enqueue rate, one process (tasks/s) — {_subtitle(res)}", fontsize=10)
@@ -210,12 +215,39 @@ def scaling(res: Results, out: Path) -> Path | None:
     return path
 
 
+def targets(res: Results, out: Path) -> Path | None:
+    """Each target's ratio as a share of what it needs: 1 or more is met."""
+    from .targets import GOALS, judge
+
+    rows = [(v.goal.label, v.ratio / v.goal.factor) for v in (judge(res, g) for g in GOALS)
+            if v.ratio is not None]  # fmt: skip
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
+    labels = [label.replace("`", "") for label, _ in rows][::-1]
+    values = [value for _, value in rows][::-1]
+    colors = ["#2ca02c" if v >= 1 else "#d62728" for v in values]
+    ax.barh(range(len(values)), values, color=colors)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks(range(len(values)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("ratio to the best peer ÷ the ratio needed (≥ 1: met; log scale)")
+    ax.set_title(f"Issue 5's targets\n{_subtitle(res)}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = out / "bench-targets.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str]) -> int:
     res = load(Path(argv[0]))
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    makers = {"throughput": throughput, "enqueue": enqueue, "roundtrip": roundtrip,
-              "resources": memory, "scaling": scaling}  # fmt: skip
+    makers = {"targets": targets, "throughput": throughput, "enqueue": enqueue,
+              "roundtrip": roundtrip, "resources": memory, "scaling": scaling}  # fmt: skip
     for name, make in makers.items():
         path = make(res, out)
         if path is None:

@@ -1,8 +1,11 @@
-"""Enqueue rate per transport: N ``delay()`` calls from one process.
+"""Enqueue rate per transport: N ``delay()`` calls from one process, and the bulk path.
 
     python bench/enqueue.py            # 10,000 calls per transport
     python bench/enqueue.py --quick    # 2,000 calls per transport
     python bench/enqueue.py -n 5000 --only redis,memory
+
+The bulk figure is ``Task.delay_many`` of the same N calls (one Redis pipeline or one
+``django://`` transaction per 1,000 messages; see docs/calling.md).
 
 Each transport runs in its own child process (the database is chosen when
 settings load). ``django://`` runs against a fresh test database (SQLite, and
@@ -106,6 +109,13 @@ def child(name: str, n: int) -> dict:
                 per_second=round(n / elapsed),
                 us_per_call=round(elapsed / n * 1e6, 1),
             )
+            calls = [(1, 2)] * n
+            started = time.perf_counter()
+            add.delay_many(calls)
+            elapsed = time.perf_counter() - started
+            out.update(
+                bulk_per_second=round(n / elapsed), bulk_us_per_task=round(elapsed / n * 1e6, 1)
+            )
             _drop_queue(url, queue)
     finally:
         if uses_db:
@@ -174,9 +184,10 @@ def main() -> int:
 
 
 def print_table(rows: list[dict], n: int) -> None:
-    print(f"Enqueue rate: {n:,} delay() calls from one process, per transport")
+    print(f"Enqueue rate: {n:,} delay() calls from one process, per transport; bulk: delay_many")
     print(
-        f"{'transport':<17}{'enqueue/s':>11}{'us/call':>10}{'seconds':>9}{'DB queries/enqueue':>20}"
+        f"{'transport':<17}{'enqueue/s':>11}{'us/call':>10}{'seconds':>9}"
+        f"{'bulk/s':>10}{'bulk us/task':>14}{'DB queries/enqueue':>20}"
     )
     for r in rows:
         if "skipped" in r or "error" in r:
@@ -185,7 +196,8 @@ def print_table(rows: list[dict], n: int) -> None:
         q = r.get("db_queries_per_enqueue")
         queries = f"{q} ({', '.join(r['db_statements'])})" if q is not None else "-"
         print(
-            f"{r['transport']:<17}{r['per_second']:>11,}{r['us_per_call']:>10}{r['seconds']:>9}{queries:>20}"
+            f"{r['transport']:<17}{r['per_second']:>11,}{r['us_per_call']:>10}{r['seconds']:>9}"
+            f"{r['bulk_per_second']:>10,}{r['bulk_us_per_task']:>14}{queries:>20}"
         )
 
 

@@ -218,6 +218,24 @@ def pg_floor(n: int, backlog: int, results: dict) -> None:
         conn.execute(f"DROP TABLE {TABLE}")
 
 
+def run(full: bool = False, n: int | None = None, pg_n: int = 2_000) -> dict:
+    """Every floor figure (label -> {"us_per_op", "ops_per_s"}); ``full`` adds the 1M-row claim.
+
+    ``n`` operations per Redis and JSON figure (default 5,000, 20,000 when ``full``),
+    ``pg_n`` per PostgreSQL figure.
+    """
+    n = n or (20_000 if full else 5_000)
+    results: dict = {}
+    redis_floor(n, results)
+    pop_and_run(n, 1, results)
+    pop_and_run(n * 5, 100, results)
+    message_floor(n, results)
+    pg_floor(min(n, pg_n), 0, results)
+    if full:
+        pg_floor(pg_n, 1_000_000, results)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -225,15 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "--full", action="store_true", help="more iterations and the 1,000,000-row claim"
     )
     args = p.parse_args(argv)
-    n = 20_000 if args.full else 5_000
-    results: dict = {}
-    redis_floor(n, results)
-    pop_and_run(n, 1, results)
-    pop_and_run(n * 5, 100, results)
-    message_floor(n, results)
-    pg_floor(min(n, 2_000), 0, results)
-    if args.full:
-        pg_floor(2_000, 1_000_000, results)
+    results = run(args.full)
     from .suite import RESULTS_DIR
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

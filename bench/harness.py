@@ -37,7 +37,7 @@ from .peers.base import Adapter, Target
 
 FIRST_TASK_TIMEOUT = 90.0  # seconds for the workers to start and run one task
 STALL_TIMEOUT = 30.0  # seconds without progress before a run is declared stuck
-STOP_GRACE = 15.0
+STOP_GRACE = 5.0  # then SIGKILL: the measurement is over, a slow warm shutdown costs budget
 
 
 class RunError(RuntimeError):
@@ -285,12 +285,24 @@ def measure(
         "system": target.system, "broker": target.broker, "results": target.results,
         "n": n, "concurrency": concurrency,
     }  # fmt: skip
+    phases: dict[str, float] = {}
+    rec["phases"] = phases  # seconds per step, for the budget estimate (bench/budget.py)
+    mark = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        phases[name] = phases.get(name, 0.0) + now - mark
+        mark = now
+
     adapter.reset(target)
+    lap("reset")
     counter = Counter(adapter.redis_db)
     args = ["enqueue", "--n", str(n), "--max-seconds", str(limits.enqueue_seconds)]
     enq = run_client(
         adapter, target, args + (["--bulk"] if bulk else []), timeout=limits.enqueue_seconds + 120
     )
+    lap("enqueue_client")
     queued = int(enq["n"])
     rec.update(queued=queued, enqueue_rate=enq["rate"], enqueue_mode=enq["mode"])
     if counter.count():
@@ -308,8 +320,10 @@ def measure(
     sampler.start()
     try:
         counter.wait_for(1, group, FIRST_TASK_TIMEOUT)
+        lap("start_to_first_task")
         cpu0, done0 = cpu_seconds(group.processes()), counter.count()
         complete = counter.wait_for(queued, group, FIRST_TASK_TIMEOUT, limits.window_seconds)
+        lap("processing")
         done, first, last = counter.snapshot()
         completed, end = done, last
         if target.results != "off":
@@ -334,15 +348,18 @@ def measure(
         )
         if complete:
             rec["executed"] = counter.count()  # more than queued would mean duplicates
+        lap("results")
         # With a backlog of tasks or of results left, round trips run on fresh workers (below).
         if roundtrips and target.results != "off" and complete:
             rec.update(roundtrip(adapter, target, roundtrips, limits))
+            lap("roundtrips")
     finally:
         try:
             sampler.sample()
             sampler.stop()
         finally:
             group.stop()
+            lap("stop")
     rec.update(
         peak_rss_mb=sampler.peak_rss / 2**20,
         peak_pss_mb=sampler.peak_pss / 2**20,
@@ -360,8 +377,10 @@ def measure(
         fresh.start()
         try:
             rec.update(roundtrip(adapter, target, roundtrips, limits))
+            lap("roundtrips_fresh_workers")
         finally:
             fresh.stop()
+            lap("stop")
     return rec
 
 

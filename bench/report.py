@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .stats import BROKER_ORDER, BROKER_TITLES, Results, Summary, latest, load
+from .targets import GOALS, dbscale_rows, floor_rows, judge, p99_verdict
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -141,35 +142,112 @@ def section_scaling(res: Results) -> list[str]:
     cs = sorted({r["concurrency"] for r in res.ok if r.get("kind") == "scale-c"} | {2})
     rows = []
     for system in systems:
-        row = [res.title(system)]
+        row, found = [res.title(system)], []
         for c in cs:
             kind = "core" if c == 2 else "scale-c"
-            row.append(cell(res.summary("throughput", kind=kind, system=system, broker="redis",
-                                        results="off", concurrency=c)))  # fmt: skip
-        rows.append(row)
-    out += ["Tasks/s by concurrency:", "", *table(["system", *[f"c={c}" for c in cs]], rows)]
+            s = res.summary("throughput", kind=kind, system=system, broker="redis",
+                            results="off", concurrency=c)  # fmt: skip
+            row.append(cell(s))
+            found.append(s)
+        rows.append([*row, _ratio(found[0], found[-1])])
+    out += ["Tasks/s by concurrency, and the throughput at the highest concurrency as a "
+            "multiple of the lowest (×4 would be linear from c=1 to c=4 on 2 cores, ×2 is "
+            "what the cores allow):", "",
+            *table(["system", *[f"c={c}" for c in cs], f"c={cs[-1]} / c={cs[0]}"], rows)]  # fmt: skip
     core_n = res.meta.get("n")
     ns = sorted(
         {r["n"] for r in res.ok if r.get("kind") == "scale-n"} | ({core_n} if core_n else set())
     )
     rows = []
     for system in systems:
-        row = [res.title(system)]
+        row, found = [res.title(system)], []
         for n in ns:
             kind = "core" if n == core_n else "scale-n"
             match = dict(
                 kind=kind, system=system, broker="redis", results="off", concurrency=2, n=n
             )
-            text = cell(res.summary("throughput", **match))
+            s = res.summary("throughput", **match)
+            found.append(s)
+            text = cell(s)
             queued = res.summary("queued", **match)
             if queued is not None and queued.median < n:
                 text += f" [{queued.median:,.0f} queued]"
             row.append(text)
-        rows.append(row)
+        rows.append([*row, _ratio(found[0], found[-1])])
     out += ["Tasks/s by batch size (tasks queued before the workers start; fewer when the "
-            "enqueue time box ran out first):", "",
-            *table(["system", *[f"{n:,}" for n in ns]], rows)]  # fmt: skip
+            "enqueue time box ran out first), and the rate with the largest batch as a "
+            "multiple of the smallest (×1: the per-task cost does not grow with the backlog):",
+            "", *table(["system", *[f"{n:,}" for n in ns], f"{ns[-1]:,} / {ns[0]:,}"], rows)]  # fmt: skip
     return out
+
+
+def _ratio(first: Summary | None, last: Summary | None) -> str:
+    if first is None or last is None or not first.median:
+        return "—"
+    return f"×{last.median / first.median:.2f}"
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.2f} {unit}" if unit == "ms" else f"{value:,.0f} {unit}"
+
+
+def section_targets(res: Results) -> list[str]:
+    rows = []
+    for goal in GOALS:
+        v = judge(res, goal)
+        sign = "≥" if goal.higher_is_better else "≤"
+        want = f"{sign} {goal.factor:g}× " + ("the best peer" if not goal.peers else "it")
+        if not goal.higher_is_better:
+            want = f"≤ {1 / goal.factor:g}× " + ("the best peer's" if not goal.peers else "its")
+        peer = f"{res.title(v.peer)}: {_num(v.theirs, goal.unit)}" if v.peer else "—"
+        ratio = f"{v.ratio:.2f}×" if v.ratio is not None else "—"
+        met = {True: "✅ met", False: "❌ not met", None: "not measured"}[v.met]
+        rows.append([goal.label, want, _num(v.ours, goal.unit), peer, ratio, met])
+    p99, p50 = p99_verdict(res)
+    ok = None if p99 is None or p50 is None else p99 <= 2 * p50
+    rows.append(["Round-trip p99 against our own p50, Redis, results in Redis", "p99 ≤ 2× our p50",
+                 _num(p99, "ms"), f"our p50: {_num(p50, 'ms')}",
+                 f"{p99 / p50:.2f}×" if ok is not None else "—",
+                 {True: "✅ met", False: "❌ not met", None: "not measured"}[ok]])  # fmt: skip
+    return ["## Targets", "",
+            "Issue 5's targets, against the best peer measured in this run (medians). The ratio "
+            "is ours / the peer's where more is better and the peer's / ours where less is "
+            "better, so each target needs a ratio of at least the factor shown.", "",
+            *table(["target", "needs", "django-tasks-q", "best peer", "ratio", ""], rows)]  # fmt: skip
+
+
+def section_floor(res: Results) -> list[str]:
+    out = ["## Cost against the floor", ""]
+    if not res.floor:
+        return out + ["The floor (`python -m bench.floor`) was not run with this suite.", ""]
+    rows = []
+    for what, ours, floor, basis in floor_rows(res):
+        multiple = f"{ours / floor:.1f}×" if ours and floor else "—"
+        rows.append([what, _num(ours, "µs"), _num(floor, "µs"), multiple, basis])
+    return out + [
+        "Our per-task cost next to the physical floor on this machine (`bench/floor.py`: the "
+        "same Redis or PostgreSQL operations and the protocol-v2 JSON work, with no task "
+        "system around them).", "",
+        *table(["per task", "django-tasks-q", "floor", "multiple", "the floor is"], rows),
+    ]  # fmt: skip
+
+
+def section_dbscale(res: Results) -> list[str]:
+    out = ["## Database costs as the tables grow (PostgreSQL)", ""]
+    if not res.dbscale:
+        return out + ["Not run with this suite (`python -m bench.db_scaling`).", ""]
+    sizes, rows = dbscale_rows(res)
+    ops = int(res.dbscale[0].get("ops", 1000))
+    header = ["operation", *[f"µs/op, {n:,} rows" for n in sizes], "growth"]
+    return out + [
+        "Our own code (`django://`'s claim and publish, the `django-db` result store) timed "
+        "with empty tables and with the rows shown already there: queued messages in the "
+        f"queue being claimed, stored results. Median of 3 passes of {ops:,} operations; "
+        "\"flat\": within 25% of the empty-table cost; \"no growth\": cheaper.", "",
+        *table(header, rows),
+    ]  # fmt: skip
 
 
 def section_setup(res: Results) -> list[str]:
@@ -221,8 +299,9 @@ def render(res: Results, images: list[str]) -> str:
         f"(started {m.get('started', '?')} UTC): {m.get('rounds')} round(s), "
         f"{m.get('n'):,} tasks per run. Raw data: `bench/results/` (not committed).", "",
     ]  # fmt: skip
-    body = [*section_setup(res), METHOD, *section_enqueue(res), *section_throughput(res),
-            *section_roundtrip(res), *section_resources(res), *section_scaling(res)]  # fmt: skip
+    body = [*section_setup(res), METHOD, *section_targets(res), *section_enqueue(res),
+            *section_throughput(res), *section_roundtrip(res), *section_resources(res),
+            *section_scaling(res), *section_dbscale(res), *section_floor(res)]  # fmt: skip
     if images:
         body += (
             ["## Charts", ""] + [f"![{Path(i).stem}](img/{Path(i).name})" for i in images] + [""]

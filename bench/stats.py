@@ -43,6 +43,10 @@ class Results:
     meta: dict[str, Any]
     runs: list[dict[str, Any]]
     skipped: list[dict[str, Any]]
+    #: ``bench.floor`` figures (label -> {"us_per_op", "ops_per_s"}), if the suite ran it
+    floor: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: ``bench.db_scaling`` records: {"op", "rows", "us_per_op", ...}
+    dbscale: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -89,21 +93,23 @@ class Results:
 
 
 def load(path: Path) -> Results:
-    meta: dict[str, Any] = {}
-    runs: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
+    res = Results({}, [], [])
     for line in Path(path).read_text().splitlines():
         if not line.strip():
             continue
         rec = json.loads(line)
         kind = rec.get("type")
         if kind == "meta":
-            meta = rec
+            res.meta = rec
         elif kind == "run":
-            runs.append(rec)
+            res.runs.append(rec)
         elif kind == "skipped":
-            skipped.append(rec)
-    return Results(meta, runs, skipped)
+            res.skipped.append(rec)
+        elif kind == "floor":
+            res.floor.update(rec.get("results") or {})
+        elif kind == "dbscale":
+            res.dbscale.append(rec)
+    return res
 
 
 def latest(results_dir: Path) -> Path:

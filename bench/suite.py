@@ -15,7 +15,7 @@ import traceback
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from . import machine
+from . import db_scaling, floor, machine
 from .harness import measure
 from .peers import ORDER, adapters
 from .peers.base import BENCH, ensure_venv
@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="override the mode's number of rounds")
     p.add_argument("--n", type=int, help="override the mode's tasks per run")
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling curves")
+    p.add_argument("--no-floor", action="store_true", help="skip the floor (bench.floor)")
+    p.add_argument(
+        "--no-db-scaling",
+        action="store_true",
+        help="skip the database claim / result-write timings at 0 and N rows (bench.db_scaling)",
+    )
     p.add_argument("--budget-minutes", type=float, help="skip scaling runs that would pass this")
     p.add_argument(
         "--no-report",
@@ -142,42 +148,83 @@ def main(argv: list[str] | None = None) -> int:
     schedule: list[tuple[int, Run]] = []
     for r in range(1, mode.rounds + 1):
         schedule += [(r, run) for run in round_runs(mode, targets)]
-    if not args.no_scaling:
-        schedule += [(1, run) for run in scaling_runs(mode, systems)]
-    log(f"[suite] {mode.name}: {len(schedule)} runs, {mode.rounds} round(s) -> {out_path}")
+    scaling = [] if args.no_scaling else [(1, run) for run in scaling_runs(mode, systems)]
+    log(f"[suite] {mode.name}: {len(schedule) + len(scaling)} runs, {mode.rounds} round(s) "
+        f"-> {out_path}")  # fmt: skip
 
     done: list[dict] = []
+    total = len(schedule) + len(scaling)
     with open(out_path, "w") as out:
         out.write(json.dumps(meta) + "\n")
+        round_started = time.monotonic()
         for i, (rnd, run) in enumerate(schedule, 1):
-            label = f"{run.kind} r{rnd} {run.target.key} n={run.n} c={run.concurrency}"
-            if run.kind != "core":
-                guess = estimate(run, done)
-                left = budget - (time.monotonic() - started)
-                if guess is None or guess > left:
-                    why = (
-                        "no estimate"
-                        if guess is None
-                        else f"needs ~{guess:.0f} s, {left:.0f} s left"
-                    )
-                    rec = {"type": "skipped", "kind": run.kind, "system": run.target.system,
-                           "n": run.n, "concurrency": run.concurrency, "why": why}  # fmt: skip
-                    out.write(json.dumps(rec) + "\n")
-                    log(f"[{i}/{len(schedule)}] {label}: skipped ({why})")
-                    continue
-            rec = execute(run, rnd, table, log_dir)
-            done.append(rec)
-            out.write(json.dumps(rec) + "\n")
-            out.flush()
-            log(f"[{i}/{len(schedule)}] {label}: {summary(rec)} ({rec['seconds']:.1f} s)")
+            record(out, done, execute(run, rnd, table, log_dir), f"[{i}/{total}]", run, rnd)
+            last_of_round = i == len(schedule) or schedule[i][0] != rnd
+            if last_of_round:
+                took = time.monotonic() - round_started
+                round_started = time.monotonic()
+                out.write(json.dumps({"type": "timing", "name": f"round-{rnd}", "seconds": took}))
+                out.write("\n")
+                projected = time.monotonic() - started + took * (mode.rounds - rnd)
+                if rnd < mode.rounds and projected > budget:
+                    log(f"[suite] WARNING: round {rnd} took {took / 60:.1f} min; the core rounds "
+                        f"alone will end at ~{projected / 60:.0f} min, past the "
+                        f"{budget / 60:.0f}-minute budget (is the machine busy?)")  # fmt: skip
+        if not args.no_floor:
+            n, pg_n = mode.floor_ops
+            figures = lambda: floor.run(mode.floor_full, n=n, pg_n=pg_n)  # noqa: E731
+            extra(out, "floor", lambda: [{"type": "floor", "results": figures()}])
+        if not args.no_db_scaling and mode.db_rows and "postgres" in brokers:
+            rows = list(mode.db_rows)
+            extra(out, "db_scaling", lambda: db_scaling.run_in_subprocess(rows, mode.db_ops))
+        for i, (rnd, run) in enumerate(scaling, len(schedule) + 1):
+            label = (
+                f"[{i}/{total}] {run.kind} r{rnd} {run.target.key} n={run.n} c={run.concurrency}"
+            )
+            guess = estimate(run, done)
+            left = budget - (time.monotonic() - started)
+            if guess is None or guess > left:
+                why = "no estimate" if guess is None else f"needs ~{guess:.0f} s, {left:.0f} s left"
+                rec = {"type": "skipped", "kind": run.kind, "system": run.target.system,
+                       "n": run.n, "concurrency": run.concurrency, "why": why}  # fmt: skip
+                out.write(json.dumps(rec) + "\n")
+                log(f"{label}: skipped ({why})")
+                continue
+            record(out, done, execute(run, rnd, table, log_dir), f"[{i}/{total}]", run, rnd)
+        minutes = (time.monotonic() - started) / 60
+        out.write(json.dumps({"type": "timing", "name": "suite", "seconds": 60 * minutes}) + "\n")
     failures = sum(1 for r in done if "error" in r)
-    minutes = (time.monotonic() - started) / 60
     log(f"[suite] done in {minutes:.1f} min, {failures} failed run(s); raw data: {out_path}")
     if not args.no_report:
         from . import report
 
         report.write(out_path, log=log)
     return 1 if failures else 0
+
+
+def record(out, done: list[dict], rec: dict, prefix: str, run: Run, rnd: int) -> None:
+    done.append(rec)
+    out.write(json.dumps(rec) + "\n")
+    out.flush()
+    label = f"{run.kind} r{rnd} {run.target.key} n={run.n} c={run.concurrency}"
+    log(f"{prefix} {label}: {summary(rec)} ({rec['seconds']:.1f} s)")
+
+
+def extra(out, name: str, produce) -> None:
+    """Run one of the non-peer measurements; a failure is recorded, not fatal."""
+    log(f"[suite] {name} ...")
+    t0 = time.monotonic()
+    try:
+        records = produce()
+    except Exception as exc:
+        records = [{"type": "extra-error", "name": name, "error": f"{type(exc).__name__}: {exc}"}]
+        log(f"[suite] {name} failed: {records[0]['error'][:500]}")
+    seconds = time.monotonic() - t0
+    for rec in records:
+        out.write(json.dumps(rec) + "\n")
+    out.write(json.dumps({"type": "timing", "name": name, "seconds": seconds}) + "\n")
+    out.flush()
+    log(f"[suite] {name}: {len(records)} record(s) in {seconds:.1f} s")
 
 
 def summary(rec: dict) -> str:

@@ -151,10 +151,12 @@ def reset() -> None:
         queue.bind(conn.channel()).declare()
         queue.bind(conn.channel()).purge()
     url = os.environ.get("TQ_RESULT_BACKEND", "")
-    if url.startswith("redis"):
+    if url.startswith("redis"):  # only the results: the broker's bindings live there too
         import redis
 
-        redis.Redis.from_url(url).flushdb()
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"{RESULT_PREFIX}*", count=1000):
+            client.delete(key)
 
 
 class WorkerRun:

@@ -20,4 +20,9 @@ def one() -> object:
     return noop.apply_async(ignore_result=IGNORE)
 
 
-main(one=one, roundtrip=lambda: rt.delay().get(timeout=30))
+def bulk(n: int) -> object:
+    """``n`` tasks through the bulk path: one pipeline (Redis) or transaction (django://)."""
+    return noop.apply_async_many([((), {})] * n, ignore_result=IGNORE)
+
+
+main(one=one, roundtrip=lambda: rt.delay().get(timeout=30), bulk=bulk)
