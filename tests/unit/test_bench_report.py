@@ -134,3 +134,18 @@ def test_budget_estimates_a_full_run_from_a_quick_one(results_file):
     assert est["total_s"] == pytest.approx(
         est["fixed_s"] + est["core_s"] + est["floor_s"] + est["db_scaling_s"] + est["scaling_s"]
     )
+
+
+def test_the_summary_page_gets_this_runs_targets_between_its_markers(results_file, tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nintro\n\n{report.TARGETS_BEGIN}\nold table\n{report.TARGETS_END}\n\nrest\n")
+    assert report.splice_targets(load(results_file), doc)
+    text = doc.read_text()
+    assert "old table" not in text and text.startswith("# Benchmarks\n\nintro\n") and "rest" in text
+    assert "### Targets: `make bench-quick` of 20260101T000000Z UTC (1 round(s), 1,000 tasks" in text
+    assert "| Throughput, Redis, results off | ≥ 1.5× the best peer | 3,000 tasks/s |" in text
+    report.splice_targets(load(results_file), doc)  # again: still one table
+    assert doc.read_text().count("### Targets") == 1
+    no_markers = tmp_path / "plain.md"
+    no_markers.write_text("# nothing to replace\n")
+    assert not report.splice_targets(load(results_file), no_markers)
