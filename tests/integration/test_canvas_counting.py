@@ -14,7 +14,7 @@ from django.db import connection
 
 from django_tasks_q.results import get_store
 from tests import services
-from tests.integration.test_result_stores import run_threads, tasks_q
+from tests.integration.result_store_contract import run_threads, tasks_q
 
 MEMBERS = 40
 
