@@ -15,8 +15,8 @@ the client CPU time per call (``delay()`` and ``get()`` separately).
 ``--trace`` runs ``latency.stamp`` instead, with the timing hooks of
 ``bench/latency_app/tasks.py`` in the worker and counters on this process's Redis
 connections, and prints the median of each step: client publish; publish to the
-worker's wake-up (the blocking XREAD returning); the claim; decoding the message;
-the task start; the result write; the client waking; the client returning. It also
+worker's wake-up (its blocking read returning, with the handed message or a poke);
+the claim, when there is one; decoding the message; the task start; the result write; the client waking; the client returning. It also
 reports what each worker process does after a task until it blocks again, and the
 wake-ups of the process that lost the race for the message. The hooks cost a few
 microseconds per event, so ``--trace`` figures run slightly above plain ones.
@@ -214,7 +214,7 @@ def breakdown(samples: list[dict[str, Any]]) -> dict[str, Any]:
         reads = [t for t, kind in s["client"] if kind == "read"]
         woke = reads[-1] if reads else None
         add("1 client delay() (publish)", s["t0"], s["t1"])
-        add("2 publish -> worker XREAD returns", s["t1"], wake)
+        add("2 publish -> worker blocking read returns", s["t1"], wake)
         add("2b publish -> worker received (decoded)", s["t1"], received)
         add("3 claim script", wake, claim)
         add("4 claimed -> received (decode, checks)", claim, received)

@@ -16,6 +16,9 @@ from .targets import GOALS, dbscale_rows, floor_rows, judge, p99_verdict
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DOC = REPO / "docs" / "benchmarks-peers.md"
+#: the summary page, whose Targets table each run refreshes (between these markers)
+SUMMARY_DOC = REPO / "docs" / "benchmarks.md"
+TARGETS_BEGIN, TARGETS_END = "<!-- targets:begin -->", "<!-- targets:end -->"
 IMG = REPO / "docs" / "img"
 TOOLS_PYTHON = BENCH / ".peers" / "_tools" / "bin" / "python"
 RESULT_TITLES = {"off": "off", "redis": "Redis", "db": "database"}
@@ -331,11 +334,32 @@ def charts(path: Path, log: Callable[[str], None]) -> list[str]:
     return [line for line in done.stdout.splitlines() if line.endswith(".png")]
 
 
+def splice_targets(res: Results, doc: Path = SUMMARY_DOC) -> bool:
+    """Put this run's Targets table into ``doc`` between the markers; False without them."""
+    if not doc.exists():
+        return False
+    text = doc.read_text()
+    start, end = text.find(TARGETS_BEGIN), text.find(TARGETS_END)
+    if start < 0 or end < start:
+        return False
+    m = res.meta
+    section = section_targets(res)
+    section[0] = (
+        f"### Targets: `make bench-{m.get('mode', '?')}` of {m.get('started', '?')} UTC "
+        f"({m.get('rounds')} round(s), {m.get('n'):,} tasks per run)"
+    )
+    block = "\n".join([TARGETS_BEGIN, *section, "", TARGETS_END])
+    doc.write_text(text[:start] + block + text[end + len(TARGETS_END) :])
+    return True
+
+
 def write(path: Path, log: Callable[[str], None] = print) -> Path:
     res = load(path)
     images = charts(path, log)
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(render(res, images))
+    if splice_targets(res):
+        log(f"[report] updated the Targets table in {SUMMARY_DOC.relative_to(REPO)}")
     log(
         f"[report] wrote {DOC.relative_to(REPO)} and {len(images)} chart(s) in {IMG.relative_to(REPO)}"
     )

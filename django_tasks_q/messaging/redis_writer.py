@@ -3,9 +3,9 @@
 What a :class:`RedisWriter` writes is byte for byte what the transport's channel
 ``_put`` writes (``messaging/redis/channel.py``): kombu's JSON envelope, pushed with
 the transport's publish script onto the list of the message's priority band, which
-also wakes the queue's consumers.  The writer only skips the work that is the same
+hands the message to a consumer waiting on the queue when there is one.  The writer only skips the work that is the same
 from one message to the next: it holds one client connection, keeps the list and
-wake key of each (queue, priority), and pipelines a batch in one round trip.
+waiting-list key of each (queue, priority), and pipelines a batch in one round trip.
 
 A single message is written to the connection's socket as one RESP command whose
 head (script, keys) is prepared once, and its one-line reply is read back
@@ -46,7 +46,7 @@ class RedisWriter:
         return not (expires and queue in expires)
 
     def args(self, message: dict[str, Any], queue: str) -> tuple[str, str, str]:
-        """``(list key, wake key, payload)`` for the publish script."""
+        """``(list key, waiting-list key, payload)`` for the publish script."""
         priority = message["properties"].get("priority")
         found = self._keys.get((queue, priority))
         if found is None:
@@ -55,7 +55,7 @@ class RedisWriter:
             band = channel._get_message_priority(message, reverse=False)
             found = self._keys[(queue, priority)] = (
                 channel._q_for_pri(queue, band),
-                keys.wake(queue),
+                keys.waiting(queue),
             )
         return found[0], found[1], json_dumps(message)
 
@@ -87,7 +87,7 @@ class RedisWriter:
             raise
         if interval:
             connection.next_health_check = now + interval
-        if reply in _NIL:
+        if reply in _PUBLISHED:
             return
         if reply.startswith(b"-NOSCRIPT"):  # the server forgot the script (restart, SCRIPT FLUSH)
             self._load_script()
@@ -108,7 +108,7 @@ class RedisWriter:
             connection.read_response()
 
     def publish(self, batch: list[tuple[str, str, str]]) -> None:
-        """Run the publish script for each ``(list, wake, payload)``, in one round trip."""
+        """Run the publish script for each ``(list, waiting, payload)``, in one round trip."""
         if len(batch) <= 1:
             if batch:
                 self.publish_one(batch[0])
@@ -142,7 +142,7 @@ class RedisWriter:
         """A connection of our own, built like the channel pool's, speaking RESP2.
 
         RESP2 has no server-pushed frames, so a publish's reply is always exactly one
-        nil or one error line.
+        integer or one error line.
         """
         pool = self.channel.pool
         options = {
@@ -161,8 +161,8 @@ class RedisWriter:
             connection.disconnect()
 
 
-#: the publish script's reply (nil), in RESP2
-_NIL = (b"$-1\r\n",)
+#: the publish script's replies in RESP2: 1 (handed to a waiting consumer) or 0 (queued)
+_PUBLISHED = (b":1\r\n", b":0\r\n")
 
 
 def _bulk(text: str) -> bytes:
@@ -170,13 +170,13 @@ def _bulk(text: str) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def _head(list_key: str, wake: str) -> bytes:
-    """``EVALSHA <publish> 2 <list> <wake>``, all but the payload, in RESP."""
+def _head(list_key: str, waiting: str) -> bytes:
+    """``EVALSHA <publish> 2 <list> <waiting>``, all but the payload, in RESP."""
     return (
         b"*6\r\n"
         + _bulk("EVALSHA")
         + _bulk(publish.sha)
         + _bulk("2")
         + _bulk(list_key)
-        + _bulk(wake)
+        + _bulk(waiting)
     )

@@ -31,9 +31,6 @@ from .qos import QoS
 
 logger = logging.getLogger("django_tasks_q.messaging.redis")
 
-WAKE_FIELDS = {"w": "1"}
-
-
 class Channel(kombu_redis.Channel):
     """A kombu Redis channel whose consumers claim atomically and heartbeat."""
 
@@ -133,10 +130,15 @@ class Channel(kombu_redis.Channel):
     def _claim(
         self, client: Any, queues: list[str], limit: int, block: bool
     ) -> tuple[ClaimResult, list[tuple[str, dict[str, Any]]]]:
-        """One claim round trip: the result and the (queue, payload) pairs to deliver."""
-        lists, wakes = self._claim_keys(tuple(queues))
-        wakes = wakes if block else []
-        result = self.inflight.claim(client, lists, wakes, limit, self.options.delayed_move_limit)
+        """One claim round trip: the result and the (queue, payload) pairs to deliver.
+
+        With ``block``, an empty claim leaves this owner registered as waiting on
+        ``queues``: the caller then blocks on its inbox.
+        """
+        lists, waiting = self._claim_keys(tuple(queues))
+        result = self.inflight.claim(
+            client, lists, waiting if block else [], limit, self.options.delayed_move_limit
+        )
         self._next_eta_at = (
             time.monotonic() + result.next_eta - result.now if result.next_eta else None
         )
@@ -167,9 +169,8 @@ class Channel(kombu_redis.Channel):
             return None
         eta = far_eta(payload, self.options.eta_horizon)
         if eta is not None:  # e.g. from a Celery client: wait in the delayed store
-            wake = keys.wake(queue)
             script_keys, args = delayed.schedule_args(
-                eta, list_key, wake, raw, inflight=self.inflight.key, tag=tag
+                eta, list_key, keys.waiting(queue), raw, inflight=self.inflight.key, tag=tag
             )
             scripts.schedule(client, script_keys, args)
             self.inflight.forget([tag])
@@ -178,16 +179,16 @@ class Channel(kombu_redis.Channel):
         return queue, payload
 
     def _claim_keys(self, queues: tuple[str, ...]) -> tuple[list[str], list[str]]:
-        """Ready lists in claim order (priority bands high to low) and wake streams."""
+        """Ready lists in claim order (priority bands high to low) and waiting lists."""
         cached = self._claim_keys_cache.get(queues)
         if cached is None:
             bands = sorted(set(self.priority_steps), reverse=True)
             lists = [self._q_for_pri(queue, band) for band in bands for queue in queues]
-            cached = self._claim_keys_cache[queues] = (lists, [keys.wake(q) for q in queues])
+            cached = self._claim_keys_cache[queues] = (lists, [keys.waiting(q) for q in queues])
         return cached
 
     def _brpop_start(self, timeout: float | None = None) -> None:
-        """Claim a batch for the buffer, or block on the wake streams if there is none."""
+        """Claim a batch for the buffer, or wait on this owner's inbox if there is none."""
         if self._buffer or self._closing:
             return
         queues = self._queue_cycle.consume(len(self.active_queues))
@@ -202,24 +203,20 @@ class Channel(kombu_redis.Channel):
                 self._buffer.extend(accepted)
                 return
             if not result.messages:
-                break  # empty: block below (claimed-but-diverted messages: claim again)
+                break  # empty, and now waiting (claimed-but-diverted messages: claim again)
         seconds = float(timeout or self.brpop_timeout or 1)
         if self._next_eta_at is not None:
             seconds = min(seconds, self._next_eta_at - time.monotonic())
-        block_ms = max(1, int(seconds * 1000))
-        wakes = self._claim_keys(tuple(queues))[1]
         connection = client.connection
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
-        connection.send_command(
-            "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *wakes, *result.wake_ids
-        )
+        connection.send_command("BLPOP", self.inflight.inbox_key, f"{max(0.001, seconds):.3f}")
 
     def _brpop_read(self, **options: Any) -> bool:
-        """The blocking XREAD returned (a push, or its timeout): claim and deliver."""
+        """The blocking BLPOP returned: a handed message (deliver it), a poke or a timeout (claim)."""
         try:
             try:
-                self.client.parse_response(self.client.connection, "XREAD", **options)
+                reply = self.client.parse_response(self.client.connection, "BLPOP", **options)
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
@@ -227,6 +224,11 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
         if not self._closing:
+            handed = self.inflight.adopt(reply[1]) if reply else None
+            if handed is not None:
+                message = self._accept(self.client, handed.tag, handed.list_key, handed.raw)
+                if message is not None:
+                    self._buffer.append(message)
             self._brpop_start()
             if self._deliver_buffered():
                 return True
@@ -338,46 +340,40 @@ class Channel(kombu_redis.Channel):
         batch = kwargs.pop("_publish_batch", None)
         keys.check_queue_name(queue)
         list_key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        wake = keys.wake(queue)
+        waiting = keys.waiting(queue)
         data = dumps(message)
         eta = far_eta(message, self.options.eta_horizon)
         expires = self._expires.get(queue)
         if batch is not None:
             if eta is not None:
                 scripts.schedule.add_to_batch(
-                    batch, *delayed.schedule_args(eta, list_key, wake, data)
+                    batch, *delayed.schedule_args(eta, list_key, waiting, data)
                 )
                 return
-            batch.add("lpush", list_key, data)
-            batch.add("xadd", wake, WAKE_FIELDS, "*", 1, False)
+            scripts.publish.add_to_batch(batch, [list_key, waiting], [data])
             for key in self._expiring_keys(queue) if expires else ():
                 batch.add("pexpire", key, expires)
             return
         with self.conn_or_acquire() as client:
             if eta is not None:
-                scripts.schedule(client, *delayed.schedule_args(eta, list_key, wake, data))
-            elif not expires:
-                scripts.publish(client, [list_key, wake], [data])
+                scripts.schedule(client, *delayed.schedule_args(eta, list_key, waiting, data))
             else:
-                with client.pipeline(transaction=False) as pipe:
-                    pipe.lpush(list_key, data)
-                    pipe.xadd(wake, WAKE_FIELDS, maxlen=1, approximate=False)
-                    for key in self._expiring_keys(queue):
-                        pipe.pexpire(key, expires)
-                    pipe.execute()
+                scripts.publish(client, [list_key, waiting], [data])
+                for key in self._expiring_keys(queue) if expires else ():
+                    client.pexpire(key, expires)
 
     def _expiring_keys(self, queue: str) -> list[str]:
-        return [self._q_for_pri(queue, band) for band in self.priority_steps] + [keys.wake(queue)]
+        return [self._q_for_pri(queue, band) for band in self.priority_steps] + [keys.waiting(queue)]
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         super()._delete(queue, *args, **kwargs)
         with self.conn_or_acquire(client=kwargs.get("client")) as client:
-            client.delete(keys.wake(queue))
+            client.delete(keys.waiting(queue))
 
     def close(self) -> None:
         if not self.closed:
             self._closing = True
-            if self._in_poll:  # a blocking XREAD is pending: it reads nothing, drop it
+            if self._in_poll:  # a blocking BLPOP is pending: drop it (its inbox is released below)
                 self._in_poll = None
                 self.client.connection.disconnect()
             self._release_inflight()

@@ -46,8 +46,6 @@ class Claimed:
 @dataclass(frozen=True)
 class ClaimResult:
     messages: list[Claimed]
-    #: last id of each wake stream when nothing was claimed (block from there)
-    wake_ids: list[bytes]
     #: server time of the claim and ETA of the next delayed message, if any
     now: float
     next_eta: float | None
@@ -61,6 +59,8 @@ class InFlight:
         self.sep = sep
         self.key = keys.inflight(self.owner)
         self.heartbeat_key = keys.heartbeat(self.owner)
+        self.inbox_key = keys.inbox(self.owner)
+        self.registry_key = keys.idle_registry(self.owner)
         self.ttl_ms = int(heartbeat_ttl * 1000)
         self._seq = 1
         self._claimed: dict[str, Claimed] = {}
@@ -81,11 +81,15 @@ class InFlight:
         self,
         client: Any,
         lists: Sequence[str],
-        wakes: Sequence[str],
+        waiting: Sequence[str],
         limit: int,
         move_limit: int,
     ) -> ClaimResult:
-        """Claim up to ``limit`` messages from ``lists`` (in order) in one round trip."""
+        """Claim up to ``limit`` messages in one round trip: handed ones, then ``lists`` in order.
+
+        With ``waiting`` (the queues' waiting lists) and nothing to claim, the owner
+        is registered as waiting on each: the next publish is handed to its inbox.
+        """
         limit = max(1, min(limit, MAX_CLAIM))
         with self._lock:
             if self.suspect:
@@ -94,24 +98,37 @@ class InFlight:
             first = self._seq
             self._seq += limit  # never reuse a tag, even if this call fails midway
             try:
-                out, wake_ids, next_eta, now = scripts.claim(
+                out, next_eta, now = scripts.claim(
                     client,
                     [self.key, keys.OWNERS, self.heartbeat_key, keys.DELAYED, keys.DELAYED_MESSAGES,
-                     *lists, *wakes],
-                    [self.owner, self.ttl_ms, limit, first, len(lists), move_limit, len(acks), *acks],
+                     self.inbox_key, *lists, *waiting],
+                    [self.owner, self.ttl_ms, limit, first, len(lists), move_limit, len(acks),
+                     self.registry_key, "1" if waiting else "0", *acks],
                 )  # fmt: skip
             except BaseException:
                 self._acks[:0] = acks
                 self.suspect = True
                 raise
             claimed = []
-            for n in range(0, len(out), 2):
-                item = Claimed(str(first + n // 2), lists[out[n] - 1], out[n + 1])
+            for n in range(0, len(out), 3):
+                item = Claimed(out[n].decode(), out[n + 1].decode(), out[n + 2])
                 self._claimed[item.tag] = item
                 claimed.append(item)
-        return ClaimResult(
-            claimed, list(wake_ids), float(now), float(next_eta) if next_eta else None
-        )
+        return ClaimResult(claimed, float(now), float(next_eta) if next_eta else None)
+
+    def adopt(self, handed: bytes) -> Claimed | None:
+        """A message a publisher handed to our inbox (``tag\\nlist\\npayload``), now ours to deliver.
+
+        None for a poke (an empty item: claim instead) or a malformed item.
+        """
+        tag, _, rest = handed.partition(b"\n")
+        list_key, sep, raw = rest.partition(b"\n")
+        if not sep:
+            return None
+        item = Claimed(tag.decode(), list_key.decode(), raw)
+        with self._lock:
+            self._claimed[item.tag] = item
+        return item
 
     def handed_out(self, tag: str) -> None:
         """``tag`` was given to kombu: giving it back now counts a delivery."""
@@ -276,7 +293,7 @@ def restore(
         args: list[Any] = [mode, owner]
         for item in reversed(chunk):
             raw = after_delivery(item.raw) if bump(item.tag) else item.raw
-            args += [item.tag, item.list_key, keys.wake(keys.queue_of(item.list_key, sep)), raw]
+            args += [item.tag, item.list_key, keys.waiting(keys.queue_of(item.list_key, sep)), raw]
         result = scripts.restore(
             client, [keys.inflight(owner), keys.heartbeat(owner), keys.OWNERS], args
         )

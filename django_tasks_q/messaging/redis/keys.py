@@ -8,9 +8,12 @@ clients and workers can share queues with ours.  Everything we add lives under
 * ``tasks_q:owners``            set of consumer owners that may hold messages
 * ``tasks_q:owner:<owner>``     an owner's heartbeat (string with a TTL)
 * ``tasks_q:inflight:<owner>``  hash: delivery tag -> ``<list key>\\n<payload>``
-* ``tasks_q:wake:<queue>``      stream of length 1, appended to on every push
+* ``tasks_q:waiting:<queue>``   list of owners blocked waiting for this queue (idle)
+* ``tasks_q:inbox:<owner>``     list: what was handed to (or poked at) a waiting owner
+* ``tasks_q:idlereg:<owner>``   set of the ``waiting`` lists an owner is on
+* ``tasks_q:handseq``           counter for the tags of handed messages (``h<n>``)
 * ``tasks_q:delayed``           sorted set: member -> ETA (unix seconds)
-* ``tasks_q:delayed:messages``  hash: member -> ``<list key>\\n<wake key>\\n<payload>``
+* ``tasks_q:delayed:messages``  hash: member -> ``<list key>\\n<waiting key>\\n<payload>``
 * ``tasks_q:sweep_lock``        short lock that rate-limits sweeps for dead owners
 * ``tasks_q:undecodable:<queue>`` list of payloads that were not kombu JSON
 """
@@ -32,8 +35,17 @@ def inflight(owner: str) -> str:
     return f"{PREFIX}inflight:{owner}"
 
 
-def wake(queue: str) -> str:
-    return f"{PREFIX}wake:{queue}"
+def waiting(queue: str) -> str:
+    """The list of owners blocked waiting for ``queue`` (see ``scripts.LUA_HELPERS``)."""
+    return f"{PREFIX}waiting:{queue}"
+
+
+def inbox(owner: str) -> str:
+    return f"{PREFIX}inbox:{owner}"
+
+
+def idle_registry(owner: str) -> str:
+    return f"{PREFIX}idlereg:{owner}"
 
 
 def undecodable(queue: str) -> str:
