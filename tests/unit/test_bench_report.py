@@ -149,3 +149,18 @@ def test_the_summary_page_gets_this_runs_targets_between_its_markers(results_fil
     no_markers = tmp_path / "plain.md"
     no_markers.write_text("# nothing to replace\n")
     assert not report.splice_targets(load(results_file), no_markers)
+
+
+def test_profile_summary_counts_only_the_consuming_children(tmp_path):
+    from bench.profile_worker import top_frames
+
+    raw = tmp_path / "stacks.txt"
+    raw.write_text(
+        "process 1;<module> (manage.py:1);Worker.run (worker.py:9) 50\n"
+        "process 2;child_main (child.py:3);Engine._loop (engine.py:1);hit (tasks.py:2) 30\n"
+        "process 2;child_main (child.py:3);Engine._loop (engine.py:1);claim (inflight.py:80) 10\n"
+    )
+    shares = dict((name, share) for share, name in top_frames(raw))
+    assert shares["Engine._loop"] == 100.0
+    assert shares["hit"] == 75.0 and shares["claim"] == 25.0
+    assert "Worker.run" not in shares  # the supervisor's samples are left out
