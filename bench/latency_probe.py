@@ -197,11 +197,15 @@ def breakdown(samples: list[dict[str, Any]]) -> dict[str, Any]:
     loser = {"wakeups": 0, "empty_claims": 0}
     client = {"sends": [], "reads": []}
 
+    per_sample: list[dict[str, float]] = []
+
     def add(name: str, start: float | None, end: float | None) -> None:
         if start is not None and end is not None:
             steps.setdefault(name, []).append((end - start) * 1000)
+            per_sample[-1][name] = (end - start) * 1000
 
     for s in samples:
+        per_sample.append({})
         pid, tid = s["value"]["pid"], s["id"]
         events = timelines[pid]
         body = s["value"]["body"]
@@ -244,8 +248,18 @@ def breakdown(samples: list[dict[str, Any]]) -> dict[str, Any]:
     med = {
         name: round(statistics.median(v), 3) for name, v in sorted(steps.items(), key=_step_order)
     }
+    totals = sorted(sample.get("total", 0.0) for sample in per_sample)
+    p99 = totals[int(0.99 * (len(totals) - 1))] if totals else 0.0
+    slow = [sample for sample in per_sample if sample.get("total", 0.0) >= p99]
+    slow_steps = {name: [x[name] for x in slow if name in x] for name in steps}
     return {
         "steps_ms_median": med,
+        # where the slowest 1% of round trips spent their time (median over them)
+        "slowest_1pct_steps_ms_median": {
+            name: round(statistics.median(v), 3)
+            for name, v in sorted(slow_steps.items(), key=_step_order)
+            if v
+        },
         "steps_samples": {name: len(v) for name, v in steps.items()},
         "client_commands_per_call": {k: statistics.median(v) for k, v in client.items()},
         "worker_after_task": {

@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 10.0,
     "HEARTBEAT_TIMEOUT": 60.0,
     # Worker
-    "PREFETCH_MULTIPLIER": 4,
+    "PREFETCH_MULTIPLIER": 16,
     "ETA_HORIZON": 60.0,
     "REVOKES_EXPIRE": 3 * 86400,
     # Beat

@@ -40,7 +40,7 @@ class WorkerConfig:
     concurrency: int = 1
     pool: str = "prefork"
     hostname: str = ""
-    prefetch_multiplier: int = 4
+    prefetch_multiplier: int = 16
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # KiB of resident memory
     autoscale: tuple[int, int] | None = None  # (max, min)
