@@ -131,11 +131,13 @@ _hoard: list[bytes] = []
 
 @task(name="wt.hoard")
 def hoard(kib):
-    """Keep ``kib`` KiB alive in this process; return [pid, resident KiB after]."""
+    """Keep ``kib`` KiB alive; return [pid, resident KiB after, objects the collector skips]."""
+    import gc
+
     from django_tasks_q.worker.recycle import rss_kib
 
     _hoard.append(b"x" * (kib * 1024))
-    return [os.getpid(), rss_kib()]
+    return [os.getpid(), rss_kib(), gc.get_freeze_count()]
 
 
 @task(name="wt.log_line")
