@@ -24,7 +24,8 @@ from redis.exceptions import NoScriptError
 #: makes a message ready (a delayed message coming due, a restore) pokes one idle
 #: owner with an empty inbox item, and that consumer claims.
 #:
-#: Owners come off every waiting list when they are handed or poked (the lists they
+#: The owner that started waiting last is taken first (its caches are warm; the others
+#: stay asleep).  Owners come off every waiting list when they are handed or poked (the lists they
 #: are on are kept in ``tasks_q:idlereg:<owner>``).  An owner without a heartbeat is
 #: skipped and dropped.  Keys derived from an owner id are built here, not passed
 #: in: the transport runs on one Redis server (no cluster), see the module doc.
@@ -38,7 +39,7 @@ end
 
 local function tq_idle_owner(waiting)
   while true do
-    local owner = redis.call('RPOP', waiting)
+    local owner = redis.call('LPOP', waiting)
     if not owner then return nil end
     local alive = redis.call('EXISTS', 'tasks_q:owner:' .. owner) == 1
     tq_unregister(owner)
